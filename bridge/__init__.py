@@ -1,0 +1,1 @@
+"""pacs-bridge: the service between hospital PACS and oncology research."""

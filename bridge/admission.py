@@ -1,0 +1,77 @@
+"""Checks an instance must pass before it is de-identified and stored; each failure is a quarantine reason.
+
+Reasons name attributes and rules, never values: they are shown to operators and stored in the index.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydicom.dataset import FileDataset
+from pydicom.uid import UID
+
+from bridge.dicomio import value_length
+
+_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_SCREEN_CAPTURE_MODALITIES = frozenset({"US", "SC", "XC", "OT"})
+_SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+_PIXEL_DATA = 0x7FE00010
+
+
+class Refused(ValueError):
+    """The instance cannot be admitted; the message is the quarantine reason (no PHI)."""
+
+
+def check_instance(ds: FileDataset) -> None:
+    """Raise Refused unless the instance is complete enough to de-identify, route and index."""
+    for keyword in _REQUIRED:
+        value = str(ds.get(keyword) or "").strip("\x00 ")
+        if not value:
+            raise Refused(f"missing {keyword}")
+        if len(value) > 64 or not _UID.match(value):
+            raise Refused(f"invalid UID in {keyword}")
+    if str(ds.SOPClassUID) != str(ds.file_meta.get("MediaStorageSOPClassUID", ds.SOPClassUID)):
+        raise Refused("SOPClassUID differs from MediaStorageSOPClassUID in the file meta")
+    if not str(ds.get("PatientID") or "").strip():
+        raise Refused("missing PatientID: cannot assign a subject")
+    _check_pixel_data(ds)
+
+
+def _check_pixel_data(ds: FileDataset) -> None:
+    if "Rows" not in ds or "Columns" not in ds:
+        return
+    if not any(tag in ds for tag in (_PIXEL_DATA, 0x7FE00008, 0x7FE00009)):
+        raise Refused("image attributes (Rows, Columns) without Pixel Data: truncated or incomplete")
+    if _PIXEL_DATA not in ds or UID(ds.file_meta.TransferSyntaxUID).is_compressed:
+        return
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        bits = int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        raise Refused("Image Pixel attributes missing or not numbers") from None
+    pixels = rows * columns * samples * frames
+    expected = (pixels + 7) // 8 if bits == 1 else pixels * bits // 8
+    actual = value_length(ds, _PIXEL_DATA)
+    if actual < expected:
+        raise Refused(f"truncated: Pixel Data has {actual} bytes, the image attributes need {expected}")
+
+
+def burned_in_reason(ds: FileDataset) -> str | None:
+    """Why the pixels may carry burned-in PHI, or None (PS3.15: Burned In Annotation, capture modalities)."""
+    flag = str(ds.get("BurnedInAnnotation") or "").strip().upper()
+    if flag == "YES":
+        return "burned-in annotation: BurnedInAnnotation is YES"
+    if flag == "NO" or _PIXEL_DATA not in ds:
+        return None
+    modality = str(ds.get("Modality") or "").upper()
+    if modality in _SCREEN_CAPTURE_MODALITIES:
+        return f"possible burned-in annotation: {modality} without BurnedInAnnotation"
+    if str(ds.SOPClassUID).startswith(_SECONDARY_CAPTURE_PREFIX):
+        return "possible burned-in annotation: secondary capture without BurnedInAnnotation"
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if image_type[:2] == ["DERIVED", "SECONDARY"] and any("SCREEN" in v for v in image_type):
+        return "possible burned-in annotation: screen capture without BurnedInAnnotation"
+    return None

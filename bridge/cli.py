@@ -1,0 +1,142 @@
+"""The `pacs-bridge` command line. Reads the configuration, configures logging, calls the services."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bridge.importer import ImportSummary, discover, import_files
+from bridge.runtime import open_database, open_runtime
+from bridge.settings import ConfigError, Settings, config_path, load_settings
+from storage import index, migrate
+
+app = typer.Typer(
+    help="pacs-bridge: hospital PACS to research, de-identified and indexed.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # tracebacks with locals could print identified values
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console(stderr=True)
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="TOML configuration (default: $PACS_BRIDGE_CONFIG or ./config/bridge.toml)"),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    settings = load_settings(config_path(config))
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return settings
+
+
+@app.command("import")
+def import_command(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to import (walked recursively).")],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project the studies belong to.")],
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Import DICOM files from folders: de-identify, store and index them."""
+    settings = _settings(config)
+    settings.project(project)
+    for path in paths:
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file or folder")
+    runtime = open_runtime(settings)
+    try:
+        files = list(discover(paths))
+        with Progress(
+            TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=console, disable=as_json or not console.is_terminal,
+        ) as bar:
+            task = bar.add_task("import", total=len(files))
+            summary = import_files(runtime.ingest, files, project=project,
+                                   progress=lambda _path: bar.advance(task))
+    finally:
+        runtime.close()
+    _print_summary(summary, as_json)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _print_summary(summary: ImportSummary, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({
+            "stored": summary.stored,
+            "duplicates": summary.duplicates,
+            "quarantined": summary.quarantined_total,
+            "quarantine_reasons": dict(summary.quarantined),
+            "skipped_non_dicom": summary.skipped_non_dicom,
+            "skipped_dicomdir": summary.skipped_dicomdir,
+            "unreadable": summary.unreadable,
+            "failed": summary.failed,
+        }, indent=2))
+        return
+    out = Console()
+    out.print(f"stored {summary.stored}, duplicates {summary.duplicates}, "
+              f"quarantined {summary.quarantined_total}, skipped {summary.skipped_non_dicom} non-DICOM "
+              f"and {summary.skipped_dicomdir} DICOMDIR, unreadable {len(summary.unreadable)}, "
+              f"failed {len(summary.failed)}")
+    for reason, count in summary.quarantined.most_common():
+        out.print(f"  quarantined {count}: {reason}")
+    for line in summary.unreadable:
+        out.print(f"  unreadable: {line}")
+    for line in summary.failed:
+        out.print(f"  failed (see the log): {line}")
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON for scripts.")] = False,
+) -> None:
+    """Per project: subjects, timepoints, series, instances, quarantined."""
+    settings = _settings(config)
+    database = open_database(settings)
+    try:
+        with database.session() as session:
+            counts = index.project_counts(session, list(settings.projects))
+    finally:
+        database.dispose()
+    if as_json:
+        print(json.dumps({"projects": [c.__dict__ for c in counts]}, indent=2))
+        return
+    table = Table("project", "subjects", "timepoints", "series", "instances", "quarantined")
+    for c in counts:
+        table.add_row(c.name, *(str(n) for n in (c.subjects, c.timepoints, c.series, c.instances, c.quarantined)))
+    Console().print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create or migrate the research and vault schemas to the current version."""
+    settings = _settings(config)
+    from storage.db import Database
+
+    database = Database(settings.database.url, settings.database.vault_url or None)
+    try:
+        migrate.upgrade(database)
+    finally:
+        database.dispose()
+    Console().print(f"database schema at {migrate.head_revision('research')} (vault {migrate.head_revision('vault')})")
+
+
+def main() -> None:
+    """Entry point: configuration problems are one clear line, not a traceback."""
+    try:
+        app()
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)

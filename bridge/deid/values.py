@@ -1,0 +1,155 @@
+"""Value transformations of de-identification: keyed UIDs, shifted dates, dummies, cleaned text.
+
+All keyed functions take the project key, so every node and every resend maps the same input to the same
+output, and two projects map the same patient to unrelated values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+
+from pydicom.uid import UID_dictionary
+
+_UID_ROOT = "2.25."
+
+
+def keyed_digest(key: bytes, purpose: str, value: str) -> bytes:
+    return hmac.new(key, f"{purpose}\x00{value}".encode("utf-8"), hashlib.sha256).digest()
+
+
+def is_well_known_uid(uid: str) -> bool:
+    """SOP classes, transfer syntaxes, coding schemes and other registry UIDs are never remapped."""
+    return uid in UID_dictionary
+
+
+def pseudo_uid(key: bytes, uid: str) -> str:
+    """`2.25.<decimal of 128 keyed bits>`: at most 44 characters, no leading zeros, same input same output."""
+    number = int.from_bytes(keyed_digest(key, "uid", uid.strip())[:16], "big")
+    return f"{_UID_ROOT}{number}"
+
+
+def date_offset_days(key: bytes, patient_key: str, max_days: int) -> int:
+    """One keyed offset per subject, in [-max_days, -1]: shifts every date of the subject backwards."""
+    number = int.from_bytes(keyed_digest(key, "date-offset", patient_key)[:8], "big")
+    return -(1 + number % max_days)
+
+
+def patient_key(key: bytes, issuer: str, patient_id: str) -> str:
+    """Keyed hash of (issuer, patient ID): the vault's lookup key, revealing nothing without the key."""
+    return keyed_digest(key, "patient", f"{issuer}\x00{patient_id}").hex()
+
+
+def shift_date(value: str, days: int) -> str | None:
+    """Shift a DA value ('YYYYMMDD'); None when it is not a date this can read."""
+    text = value.strip()
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        date = dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+    try:
+        return (date + dt.timedelta(days=days)).strftime("%Y%m%d")
+    except OverflowError:
+        return None
+
+
+_DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(.*?)([+-]\d{4})?$")
+
+
+def shift_datetime(value: str, days: int) -> str | None:
+    """Shift the date part of a DT value, keeping its precision, its time part and its time-zone suffix.
+
+    A DT of year or year-month precision is shifted as the first day of that period and written back at
+    the same precision.
+    """
+    match = _DT.match(value.strip())
+    if not match:
+        return None
+    year, month, day, rest, zone = match.groups()
+    try:
+        date = dt.date(int(year), int(month or 1), int(day or 1)) + dt.timedelta(days=days)
+    except (ValueError, OverflowError):
+        return None
+    if rest and not re.fullmatch(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?", rest):
+        return None
+    text = f"{date.year:04d}"
+    if month:
+        text += f"{date.month:02d}"
+    if day:
+        text += f"{date.day:02d}"
+    return text + (rest or "") + (zone or "")
+
+
+DUMMY_TEXT = "ANONYMIZED"
+
+DUMMIES: dict[str, object] = {
+    "AE": "ANONYMIZED",
+    "AS": "000D",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "DS": "0",
+    "IS": "0",
+    "LO": DUMMY_TEXT,
+    "LT": DUMMY_TEXT,
+    "SH": DUMMY_TEXT,
+    "ST": DUMMY_TEXT,
+    "UC": DUMMY_TEXT,
+    "UT": DUMMY_TEXT,
+    "PN": DUMMY_TEXT,
+    "UR": "",
+    "US": 0,
+    "SS": 0,
+    "UL": 0,
+    "SL": 0,
+    "UV": 0,
+    "SV": 0,
+    "FL": 0.0,
+    "FD": 0.0,
+    "AT": 0,
+    "OB": b"\x00\x00",
+    "OD": b"\x00" * 8,
+    "OF": b"\x00" * 4,
+    "OL": b"\x00" * 4,
+    "OV": b"\x00" * 8,
+    "OW": b"\x00\x00",
+    "UN": b"\x00\x00",
+}
+
+
+_DATE_LIKE = re.compile(
+    r"(?<![0-9])(?:(?:19|20)\d{2}[-./]?[01]\d[-./]?[0-3]\d|[0-3]?\d[-./][01]?\d[-./](?:19|20)?\d{2})(?![0-9])"
+)
+_ID_LIKE = re.compile(r"(?<![\w])[\w-]*\d[\w-]*(?![\w])")
+
+
+def identifier_tokens(values: Iterable[str]) -> set[str]:
+    """Tokens of an instance's identifiers worth removing from free text (lower case, at least 2 characters)."""
+    tokens: set[str] = set()
+    for value in values:
+        for token in re.split(r"[\s^=,;:/\\()_.-]+", value):
+            if len(token) >= 2:
+                tokens.add(token.casefold())
+    return tokens
+
+
+def clean_text(text: str, identifiers: set[str]) -> str:
+    """Remove identifier tokens, dates and ID-like numbers (five or more digits) from a descriptor."""
+    cleaned = _DATE_LIKE.sub("", text)
+    cleaned = _ID_LIKE.sub(lambda m: "" if sum(c.isdigit() for c in m.group()) >= 5 else m.group(), cleaned)
+    if identifiers:
+        def drop(match: re.Match[str]) -> str:
+            return "" if match.group().casefold() in identifiers else match.group()
+
+        cleaned = re.sub(r"\w+", drop, cleaned)
+        for token in identifiers:
+            if not token.isascii():  # scripts without word separators (CJK names)
+                cleaned = cleaned.replace(token, "")
+    cleaned = re.sub(r"\s{2,}", " ", cleaned)
+    return cleaned.strip(" ^-_,;:/")

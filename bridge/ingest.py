@@ -1,0 +1,265 @@
+"""The ingest service every intake path calls: parse, admit, de-identify, store, index, audit.
+
+One call is one unit of work. The de-identified file is made durable before the rows that point at it are
+committed, so a crash leaves at worst a file without a row (rewritten identically on resend), never a row
+without a file. A resend of an indexed instance is recognised by its keyed pseudo UID before any work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import FileDataset
+from pydicom.multival import MultiValue
+from sqlalchemy.exc import IntegrityError
+
+from bridge.admission import Refused, burned_in_reason, check_instance
+from bridge.deid import values
+from bridge.deid.deidentify import DeidContext, DeidResult, deidentify
+from bridge.dicomio import MalformedInstance, read_instance, write_instance
+from bridge.projects import ProjectContext
+from bridge.quarantine import Quarantine
+from storage import index, vault
+from storage.audit import record_event
+from storage.db import Database, UnitOfWork
+from storage.filestore import FileStore
+from storage.models import Instance, QuarantineItem
+
+logger = logging.getLogger(__name__)
+_ATTEMPTS = 3
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    QUARANTINED = "quarantined"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: Outcome
+    reason: str | None = None
+    sop_instance_uid: str | None = None  # pseudo UID; safe to log
+
+
+class IngestService:
+    """Holds what stays the same between instances: database, store, quarantine, projects, vault cipher."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        store: FileStore,
+        quarantine: Quarantine,
+        projects: dict[str, ProjectContext],
+        cipher: vault.VaultCipher,
+        actor: str,
+    ) -> None:
+        self.database = database
+        self.store = store
+        self.quarantine = quarantine
+        self.projects = projects
+        self.cipher = cipher
+        self.actor = actor
+        self._project_ids: dict[str, int] = {}
+
+    def ingest(self, path: Path, *, project: str, source: str, origin: str | None = None) -> IngestResult:
+        """Ingest the instance in `path` (left in place) into `project`. `source` is a short intake label."""
+        context = self.projects[project]
+        try:
+            ds = read_instance(path)
+            check_instance(ds)
+            if not context.settings.deid.accept_burned_in and (reason := burned_in_reason(ds)):
+                raise Refused(reason)
+        except (MalformedInstance, Refused) as problem:
+            return self.refuse(path, project=project, reason=str(problem), source=source, origin=origin)
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return self._store(ds, path, context, source)
+            except IntegrityError:
+                if attempt == _ATTEMPTS:
+                    raise
+                logger.info("concurrent insert in project %s, retrying (attempt %d)", project, attempt)
+                ds = read_instance(path)  # the failed attempt de-identified `ds` in place
+        raise AssertionError("unreachable")
+
+    def refuse(
+        self, path: Path, *, project: str | None, reason: str, source: str, origin: str | None = None
+    ) -> IngestResult:
+        """Keep the bytes in quarantine with the reason, index the refusal, audit it."""
+        kept = self.quarantine.keep(path, project=project, reason=reason, origin=origin or str(path))
+        with self.database.unit_of_work() as work:
+            project_id = self.project_id(work, project) if project else None
+            work.research.add(
+                QuarantineItem(
+                    project_id=project_id,
+                    reason=reason[:256],
+                    path=kept.stored.relative_path,
+                    size=kept.stored.size,
+                    sha256=kept.stored.sha256,
+                    source=source[:64],
+                )
+            )
+            record_event(work.research, actor=self.actor, action="instance.quarantined",
+                         project_id=project_id, object=kept.stored.relative_path, detail=reason[:1024])
+        logger.warning("quarantined an instance for project %s: %s", project, reason)
+        return IngestResult(Outcome.QUARANTINED, reason=reason)
+
+    def project_id(self, work: UnitOfWork, name: str) -> int:
+        if name not in self._project_ids:
+            project = index.ensure_project(work.research, name)
+            assert project.id is not None
+            self._project_ids[name] = project.id
+        return self._project_ids[name]
+
+    def _store(self, ds: FileDataset, path: Path, context: ProjectContext, source: str) -> IngestResult:
+        original_sop = str(ds.SOPInstanceUID)
+        pseudo_sop = original_sop if context.retain_uids else values.pseudo_uid(context.key, original_sop)
+        with self.database.unit_of_work() as work:
+            project_id = self.project_id(work, context.name)
+            if index.find_instance(work.research, project_id=project_id, sop_instance_uid=pseudo_sop):
+                return IngestResult(Outcome.DUPLICATE, sop_instance_uid=pseudo_sop)
+            identity, accession = _identity_of(ds), str(ds.get("AccessionNumber") or "")
+            patient_key = values.patient_key(context.key, identity.issuer, identity.patient_id)
+            subject = vault.find_subject(work.vault, project=context.name, patient_key=patient_key) or vault.add_subject(
+                work.vault,
+                project=context.name,
+                patient_key=patient_key,
+                prefix=context.settings.subject_prefix,
+                identity=identity,
+                cipher=self.cipher,
+            )
+            result = deidentify(ds, self._deid_context(context, subject.subject_code, patient_key))
+            out = result.dataset
+            relative = self.store.relative_path(
+                context.name, str(out.StudyInstanceUID), str(out.SeriesInstanceUID), str(out.SOPInstanceUID)
+            )
+            stored = self.store.write(relative, lambda writer: write_instance(writer, out, path))  # type: ignore[arg-type]
+            vault.add_uids(work.vault, project=context.name, pairs=result.uid_map.items(), cipher=self.cipher)
+            if accession:
+                vault.add_study(work.vault, project=context.name, pseudo_study_uid=str(out.StudyInstanceUID),
+                                accession=accession, cipher=self.cipher)
+            self._index(work, project_id, subject.subject_code, result, stored, source)
+        logger.debug("stored %s in project %s", out.SOPInstanceUID, context.name)
+        return IngestResult(Outcome.STORED, sop_instance_uid=str(out.SOPInstanceUID))
+
+    def _deid_context(self, context: ProjectContext, subject_code: str, patient_key: str) -> DeidContext:
+        return DeidContext(
+            policy=context.policy,
+            key=context.key,
+            subject_code=subject_code,
+            date_offset_days=values.date_offset_days(
+                context.key, patient_key, context.settings.deid.max_date_shift_days
+            ),
+            trial=context.trial,
+            keep_private=context.keep_private,
+        )
+
+    def _index(self, work: UnitOfWork, project_id: int, subject_code: str, result: DeidResult,
+               stored: object, source: str) -> None:
+        out = result.dataset
+        subject = index.ensure_subject(work.research, project_id=project_id, subject_code=subject_code)
+        assert subject.id is not None
+        timepoint, _ = index.ensure_timepoint(
+            work.research,
+            project_id=project_id,
+            subject_id=subject.id,
+            fields=index.TimepointFields(
+                study_uid=str(out.StudyInstanceUID),
+                study_date=_date(out.get("StudyDate")),
+                label=result.timepoint_label,
+                description=_text(out.get("StudyDescription")),
+            ),
+        )
+        series = index.ensure_series(work.research, project_id=project_id, timepoint=timepoint,
+                                     fields=series_fields(out))
+        assert series.id is not None and timepoint.id is not None
+        instance = Instance(
+            project_id=project_id,
+            series_id=series.id,
+            sop_instance_uid=str(out.SOPInstanceUID),
+            sop_class_uid=str(out.SOPClassUID),
+            transfer_syntax_uid=str(out.file_meta.TransferSyntaxUID),
+            instance_number=_int(out.get("InstanceNumber")),
+            path=stored.relative_path,  # type: ignore[attr-defined]
+            size=stored.size,  # type: ignore[attr-defined]
+            sha256=stored.sha256,  # type: ignore[attr-defined]
+            source=source[:64],
+        )
+        if index.add_instance(work.research, instance=instance, timepoint_id=timepoint.id):
+            record_event(work.research, actor=self.actor, action="instance.stored", project_id=project_id,
+                         object=str(out.SOPInstanceUID), detail=source[:1024])
+
+
+def _identity_of(ds: FileDataset) -> vault.Identity:
+    return vault.Identity(
+        issuer=str(ds.get("IssuerOfPatientID") or "").strip(),
+        patient_id=str(ds.PatientID).strip(),
+        name=str(ds.get("PatientName") or ""),
+        birth_date=str(ds.get("PatientBirthDate") or ""),
+    )
+
+
+def series_fields(ds: FileDataset) -> index.SeriesFields:
+    """The series attributes the index keeps (of the de-identified dataset)."""
+    spacing = ds.get("PixelSpacing") or _functional_group(ds, "PixelMeasuresSequence", "PixelSpacing")
+    thickness = ds.get("SliceThickness") or _functional_group(ds, "PixelMeasuresSequence", "SliceThickness")
+    return index.SeriesFields(
+        series_uid=str(ds.SeriesInstanceUID),
+        modality=_text(ds.get("Modality")),
+        body_part=_text(ds.get("BodyPartExamined")),
+        description=_text(ds.get("SeriesDescription")),
+        series_number=_int(ds.get("SeriesNumber")),
+        frame_of_reference_uid=_text(ds.get("FrameOfReferenceUID")),
+        manufacturer=_text(ds.get("Manufacturer")),
+        model=_text(ds.get("ManufacturerModelName")),
+        slice_thickness=_float(thickness),
+        pixel_spacing_row=_float(spacing[0]) if spacing and len(spacing) == 2 else None,
+        pixel_spacing_col=_float(spacing[1]) if spacing and len(spacing) == 2 else None,
+        kvp=_float(ds.get("KVP")),
+        convolution_kernel=_text(ds.get("ConvolutionKernel")),
+        contrast_agent=_text(ds.get("ContrastBolusAgent")),
+    )
+
+
+def _functional_group(ds: FileDataset, sequence: str, keyword: str) -> object:
+    """A value from the shared functional groups of an enhanced multi-frame instance."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared and sequence in shared[0] and shared[0][sequence].value:
+        return shared[0][sequence][0].get(keyword)
+    return None
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = "\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)
+    return text.strip()[:64] or None
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(value: object) -> dt.date | None:
+    text = str(value or "").strip()
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None

@@ -1,0 +1,59 @@
+"""Wiring: from validated settings to the objects the entry points use. Created once per process."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from dataclasses import dataclass
+
+from bridge.ingest import IngestService
+from bridge.keys import load_keys
+from bridge.projects import ProjectContext, build_projects
+from bridge.quarantine import Quarantine
+from bridge.settings import ConfigError, Settings
+from storage import migrate
+from storage.db import Database
+from storage.filestore import FileStore, sweep_incoming
+from storage.vault import VaultCipher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    projects: dict[str, ProjectContext]
+    ingest: IngestService
+
+    def close(self) -> None:
+        self.database.dispose()
+
+
+def open_database(settings: Settings) -> Database:
+    """The database, migrated when `auto_migrate` is on; otherwise it must already be current."""
+    database = Database(settings.database.url, settings.database.vault_url or None)
+    if settings.database.auto_migrate:
+        migrate.upgrade(database)
+    elif not migrate.is_current(database):
+        raise ConfigError("the database schema is not current: run `pacs-bridge db upgrade`")
+    return database
+
+
+def open_runtime(settings: Settings, *, actor: str | None = None) -> Runtime:
+    keys = load_keys(settings.security)
+    database = open_database(settings)
+    storage = settings.storage
+    leftovers = sweep_incoming(storage.store_dir) + sweep_incoming(storage.quarantine_dir)
+    if leftovers:
+        logger.info("removed %d partial files left by an earlier crash", leftovers)
+    projects = build_projects(settings, keys)
+    ingest = IngestService(
+        database=database,
+        store=FileStore(storage.store_dir),
+        quarantine=Quarantine(storage.quarantine_dir),
+        projects=projects,
+        cipher=VaultCipher(keys.vault_key()),
+        actor=actor or f"user:{getpass.getuser()}",
+    )
+    return Runtime(settings=settings, database=database, projects=projects, ingest=ingest)

@@ -1,0 +1,151 @@
+"""Durable files: the de-identified store and the quarantine.
+
+A file is written to a temporary name in `<root>/.incoming/` (same filesystem), fsynced, renamed into place
+and its folder fsynced, so that a crash leaves either the whole file or none. What a crash leaves in
+`.incoming/` is never referenced and is removed by `sweep_incoming` at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    relative_path: str
+    size: int
+    sha256: str
+
+
+class HashingWriter:
+    """A write-only file wrapper that counts and hashes what passes through it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._raw.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Only a no-op seek to the current position: hashing needs the bytes in order."""
+        target = offset if whence == 0 else self.size + offset
+        if target != self.size:
+            raise io.UnsupportedOperation("a hashing writer only writes forward")
+        return self.size
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+INCOMING = ".incoming"
+
+
+def _incoming_folder(root: Path) -> Path:
+    """This process's own folder for partial files: `<root>/.incoming/<host>.<pid>`."""
+    return root / INCOMING / f"{socket.gethostname()}.{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_incoming(root: Path) -> int:
+    """Remove partial files left by crashed processes of this host; returns how many there were."""
+    host = socket.gethostname()
+    removed = 0
+    base = root / INCOMING
+    if not base.is_dir():
+        return 0
+    for folder in base.iterdir():
+        owner, _, pid = folder.name.rpartition(".")
+        if owner != host or not pid.isdigit() or _process_alive(int(pid)) and int(pid) != os.getpid():
+            continue
+        for leftover in folder.iterdir():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        if int(pid) != os.getpid():
+            folder.rmdir()
+    return removed
+
+
+def fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(root: Path, relative_path: str, produce: Callable[[HashingWriter], None]) -> StoredFile:
+    """Write `relative_path` under `root` with the bytes `produce` writes; replaces an existing file."""
+    target = root / relative_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    incoming = _incoming_folder(root)
+    incoming.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=incoming, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            writer = HashingWriter(raw)
+            produce(writer)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    fsync_folder(target.parent)
+    return StoredFile(relative_path=relative_path, size=writer.size, sha256=writer.sha256)
+
+
+def copy_durably(root: Path, relative_path: str, source: Path) -> StoredFile:
+    """Durable copy of `source`, streamed in chunks (quarantine keeps the bytes exactly as received)."""
+
+    def produce(writer: HashingWriter) -> None:
+        with source.open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                writer.write(chunk)
+
+    return write_durably(root, relative_path, produce)
+
+
+class FileStore:
+    """De-identified instances, laid out as project/study/series/instance.dcm with pseudo UIDs only."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @staticmethod
+    def relative_path(project: str, study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
+        return f"{project}/{study_uid}/{series_uid}/{sop_instance_uid}.dcm"
+
+    def write(self, relative_path: str, produce: Callable[[HashingWriter], None]) -> StoredFile:
+        return write_durably(self.root, relative_path, produce)
+
+    def path(self, relative_path: str) -> Path:
+        return self.root / relative_path

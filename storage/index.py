@@ -1,0 +1,186 @@
+"""Repository functions of the research index. They take the session and never commit on their own.
+
+Rows that parallel workers may create at the same moment (project, subject, timepoint, series, instance)
+are inserted with insert-or-ignore on their unique key and then read back, so that two nodes agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import func, update
+from sqlmodel import Session, select
+
+from storage.models import (
+    Instance,
+    Project,
+    QuarantineItem,
+    ResearchModel,
+    Series,
+    Subject,
+    Timepoint,
+    utcnow,
+)
+from storage.upsert import insert_ignore
+
+Row = TypeVar("Row", bound=ResearchModel)
+
+
+def _ensure(session: Session, model: type[Row], key: dict[str, Any], values: dict[str, Any]) -> tuple[Row, bool]:
+    """Get the row with `key`, inserting it with `values` first if absent. Returns (row, created)."""
+    table = model.__table__  # type: ignore[attr-defined]
+    row = {**key, **values}
+    if "created_at" in table.c:
+        row["created_at"] = utcnow()
+    created = session.execute(insert_ignore(session, table, [row])).rowcount == 1  # type: ignore[attr-defined]
+    statement = select(model)
+    for column, value in key.items():
+        statement = statement.where(getattr(model, column) == value)
+    return session.exec(statement).one(), created
+
+
+def ensure_project(session: Session, name: str) -> Project:
+    return _ensure(session, Project, {"name": name}, {})[0]
+
+
+def ensure_subject(session: Session, *, project_id: int, subject_code: str) -> Subject:
+    return _ensure(session, Subject, {"project_id": project_id, "subject_code": subject_code}, {})[0]
+
+
+@dataclass(frozen=True)
+class TimepointFields:
+    study_uid: str
+    study_date: dt.date | None
+    label: str | None
+    description: str | None
+
+
+def ensure_timepoint(
+    session: Session, *, project_id: int, subject_id: int, fields: TimepointFields
+) -> tuple[Timepoint, bool]:
+    timepoint, created = _ensure(
+        session,
+        Timepoint,
+        {"project_id": project_id, "study_uid": fields.study_uid},
+        {
+            "subject_id": subject_id,
+            "study_date": fields.study_date,
+            "label": fields.label,
+            "description": fields.description,
+        },
+    )
+    if created:
+        recompute_baseline(session, subject_id=subject_id)
+        session.refresh(timepoint)
+    return timepoint, created
+
+
+def recompute_baseline(session: Session, *, subject_id: int) -> None:
+    """Days from baseline of every timepoint of a subject; baseline is the earliest dated study."""
+    timepoints = session.exec(select(Timepoint).where(Timepoint.subject_id == subject_id)).all()
+    dates = [t.study_date for t in timepoints if t.study_date is not None]
+    baseline = min(dates) if dates else None
+    for timepoint in timepoints:
+        days = (timepoint.study_date - baseline).days if baseline and timepoint.study_date else None
+        if timepoint.days_from_baseline != days:
+            timepoint.days_from_baseline = days
+            session.add(timepoint)
+    session.flush()
+
+
+@dataclass(frozen=True)
+class SeriesFields:
+    series_uid: str
+    modality: str | None = None
+    body_part: str | None = None
+    description: str | None = None
+    series_number: int | None = None
+    frame_of_reference_uid: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    slice_thickness: float | None = None
+    pixel_spacing_row: float | None = None
+    pixel_spacing_col: float | None = None
+    kvp: float | None = None
+    convolution_kernel: str | None = None
+    contrast_agent: str | None = None
+
+
+def ensure_series(session: Session, *, project_id: int, timepoint: Timepoint, fields: SeriesFields) -> Series:
+    values = {k: v for k, v in fields.__dict__.items() if k != "series_uid"}
+    series, created = _ensure(
+        session,
+        Series,
+        {"project_id": project_id, "series_uid": fields.series_uid},
+        {"timepoint_id": timepoint.id, **values},
+    )
+    if created:
+        modalities = set(filter(None, timepoint.modalities.split(","))) | {fields.modality or ""}
+        session.execute(
+            update(Timepoint)
+            .where(Timepoint.id == timepoint.id)  # type: ignore[arg-type]
+            .values(series_count=Timepoint.series_count + 1, modalities=",".join(sorted(filter(None, modalities))))
+        )
+    return series
+
+
+def find_instance(session: Session, *, project_id: int, sop_instance_uid: str) -> Instance | None:
+    statement = select(Instance).where(
+        Instance.project_id == project_id, Instance.sop_instance_uid == sop_instance_uid
+    )
+    return session.exec(statement).first()
+
+
+def add_instance(session: Session, *, instance: Instance, timepoint_id: int) -> bool:
+    """Insert the instance and count it; False when it was already indexed (a resend)."""
+    row = {c.name: getattr(instance, c.name) for c in Instance.__table__.c if c.name != "id"}  # type: ignore[attr-defined]
+    row["received_at"] = row["received_at"] or utcnow()
+    inserted = session.execute(insert_ignore(session, Instance.__table__, [row])).rowcount == 1  # type: ignore[attr-defined]
+    if inserted:
+        session.execute(
+            update(Series)
+            .where(Series.id == instance.series_id)  # type: ignore[arg-type]
+            .values(instance_count=Series.instance_count + 1)
+        )
+        session.execute(
+            update(Timepoint)
+            .where(Timepoint.id == timepoint_id)  # type: ignore[arg-type]
+            .values(instance_count=Timepoint.instance_count + 1)
+        )
+    return inserted
+
+
+@dataclass(frozen=True)
+class ProjectCounts:
+    name: str
+    subjects: int
+    timepoints: int
+    series: int
+    instances: int
+    quarantined: int
+
+
+def project_counts(session: Session, names: list[str]) -> list[ProjectCounts]:
+    """Counts per project, for `status`; projects not yet in the database count zero."""
+    by_id = {p.id: p.name for p in session.exec(select(Project)).all()}
+
+    def tally(model: type[ResearchModel]) -> dict[str, int]:
+        column = model.project_id  # type: ignore[attr-defined]
+        rows = session.exec(select(column, func.count()).group_by(column)).all()  # type: ignore[call-overload]
+        return {by_id[pid]: n for pid, n in rows if pid in by_id}
+
+    subjects, timepoints, series = tally(Subject), tally(Timepoint), tally(Series)
+    instances, quarantined = tally(Instance), tally(QuarantineItem)
+    return [
+        ProjectCounts(
+            name=name,
+            subjects=subjects.get(name, 0),
+            timepoints=timepoints.get(name, 0),
+            series=series.get(name, 0),
+            instances=instances.get(name, 0),
+            quarantined=quarantined.get(name, 0),
+        )
+        for name in sorted(set(names) | set(by_id.values()))
+    ]
