@@ -84,7 +84,7 @@ def _print_summary(summary: ImportSummary, as_json: bool) -> None:
             "failed": summary.failed,
         }, indent=2))
         return
-    out = Console()
+    out = Console(soft_wrap=True, highlight=False)
     out.print(f"stored {summary.stored}, duplicates {summary.duplicates}, "
               f"quarantined {summary.quarantined_total}, skipped {summary.skipped_non_dicom} non-DICOM "
               f"and {summary.skipped_dicomdir} DICOMDIR, unreadable {len(summary.unreadable)}, "
@@ -138,5 +138,5 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -26,7 +26,7 @@ from bridge.quarantine import Quarantine
 from storage import index, vault
 from storage.audit import record_event
 from storage.db import Database, UnitOfWork
-from storage.filestore import FileStore
+from storage.filestore import FileStore, sha256_of
 from storage.models import Instance, QuarantineItem
 
 logger = logging.getLogger(__name__)
@@ -90,10 +90,15 @@ class IngestService:
     def refuse(
         self, path: Path, *, project: str | None, reason: str, source: str, origin: str | None = None
     ) -> IngestResult:
-        """Keep the bytes in quarantine with the reason, index the refusal, audit it."""
-        kept = self.quarantine.keep(path, project=project, reason=reason, origin=origin or str(path))
+        """Keep the bytes in quarantine with the reason, index the refusal, audit it. The same bytes refused
+        twice for the same project are kept once."""
+        digest = sha256_of(path)
         with self.database.unit_of_work() as work:
             project_id = self.project_id(work, project) if project else None
+            if index.find_quarantined(work.research, project_id=project_id, sha256=digest):
+                return IngestResult(Outcome.QUARANTINED, reason=reason)
+        kept = self.quarantine.keep(path, project=project, reason=reason, origin=origin or str(path))
+        with self.database.unit_of_work() as work:
             work.research.add(
                 QuarantineItem(
                     project_id=project_id,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import getpass
 import logging
+
+import pydicom.config
 from dataclasses import dataclass
 
 from bridge.ingest import IngestService
@@ -40,7 +42,14 @@ def open_database(settings: Settings) -> Database:
     return database
 
 
+def quiet_pydicom() -> None:
+    """pydicom logs offending values when it validates them: identified data must not reach the logs."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
 def open_runtime(settings: Settings, *, actor: str | None = None) -> Runtime:
+    quiet_pydicom()
     keys = load_keys(settings.security)
     database = open_database(settings)
     storage = settings.storage

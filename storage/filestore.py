@@ -123,6 +123,14 @@ def write_durably(root: Path, relative_path: str, produce: Callable[[HashingWrit
     return StoredFile(relative_path=relative_path, size=writer.size, sha256=writer.sha256)
 
 
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def copy_durably(root: Path, relative_path: str, source: Path) -> StoredFile:
     """Durable copy of `source`, streamed in chunks (quarantine keeps the bytes exactly as received)."""
 

@@ -34,7 +34,7 @@ def _ensure(session: Session, model: type[Row], key: dict[str, Any], values: dic
     row = {**key, **values}
     if "created_at" in table.c:
         row["created_at"] = utcnow()
-    created = session.execute(insert_ignore(session, table, [row])).rowcount == 1  # type: ignore[attr-defined]
+    created = session.execute(insert_ignore(session, table, [row]).returning(table.c.id)).first() is not None
     statement = select(model)
     for column, value in key.items():
         statement = statement.where(getattr(model, column) == value)
@@ -137,7 +137,8 @@ def add_instance(session: Session, *, instance: Instance, timepoint_id: int) -> 
     """Insert the instance and count it; False when it was already indexed (a resend)."""
     row = {c.name: getattr(instance, c.name) for c in Instance.__table__.c if c.name != "id"}  # type: ignore[attr-defined]
     row["received_at"] = row["received_at"] or utcnow()
-    inserted = session.execute(insert_ignore(session, Instance.__table__, [row])).rowcount == 1  # type: ignore[attr-defined]
+    table = Instance.__table__  # type: ignore[attr-defined]
+    inserted = session.execute(insert_ignore(session, table, [row]).returning(table.c.id)).first() is not None
     if inserted:
         session.execute(
             update(Series)
@@ -150,6 +151,11 @@ def add_instance(session: Session, *, instance: Instance, timepoint_id: int) -> 
             .values(instance_count=Timepoint.instance_count + 1)
         )
     return inserted
+
+
+def find_quarantined(session: Session, *, project_id: int | None, sha256: str) -> QuarantineItem | None:
+    statement = select(QuarantineItem).where(QuarantineItem.sha256 == sha256, QuarantineItem.project_id == project_id)
+    return session.exec(statement).first()
 
 
 @dataclass(frozen=True)

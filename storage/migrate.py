@@ -20,6 +20,7 @@ _VERSION_TABLES = {"research": "alembic_version", "vault": "alembic_version_vaul
 
 def _config(target: Target) -> Config:
     config = Config()
+    config.set_main_option("path_separator", "os")
     config.set_main_option("script_location", str(_HERE))
     config.set_main_option("version_locations", str(_HERE / f"{target}_versions"))
     config.attributes["target"] = target

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 
 from pydicom import Dataset, Sequence
 from pydicom.dataelem import DataElement, RawDataElement
@@ -105,7 +106,7 @@ class DeidResult:
 class Deidentifier:
     """One instance's walk; holds what the walk accumulates (UID pairs, identifier tokens)."""
 
-    def __init__(self, context: DeidContext, identifiers: set[str]) -> None:
+    def __init__(self, context: DeidContext, identifiers: values.Identifiers) -> None:
         self.context = context
         self.policy = context.policy
         self.identifiers = identifiers
@@ -234,20 +235,33 @@ def _vr_of(raw: RawDataElement | DataElement, tag: BaseTag) -> str | None:
     return str(vr)
 
 
-def identifiers_of(ds: Dataset) -> set[str]:
-    """Tokens of the names and identifiers of this instance, for Clean Descriptors."""
-    texts: list[str] = []
-    for element in ds:
-        if element.VR == "PN" and element.value:
-            texts.extend(str(v) for v in (element.value if isinstance(element.value, MultiValue) else [element.value]))
+def identifiers_of(ds: Dataset) -> values.Identifiers:
+    """The names and identifiers of this instance (top level), for Clean Descriptors."""
+    names: list[str] = []
+    for tag in ds.keys():
+        if not tag.group & 1 and _dictionary_vr(tag) == "PN":
+            names.extend(_strings(ds[tag].value))
+    others: list[str] = []
     for keyword in _IDENTIFIER_KEYWORDS:
-        value = ds.get(keyword)
-        if value:
-            texts.extend(str(v) for v in (value if isinstance(value, MultiValue) else [value]))
+        others.extend(_strings(ds.get(keyword)))
     birth = str(ds.get("PatientBirthDate") or "")
     if len(birth) == 8:
-        texts += [f"{birth[6:]}.{birth[4:6]}.{birth[:4]}", f"{birth[:4]}-{birth[4:6]}-{birth[6:]}"]
-    return values.identifier_tokens(texts)
+        others += [f"{birth[6:]}.{birth[4:6]}.{birth[:4]}", f"{birth[:4]}-{birth[4:6]}-{birth[6:]}"]
+    return values.collect_identifiers(names, others)
+
+
+def _strings(value: object) -> list[str]:
+    if value is None or value == "":
+        return []
+    return [str(v) for v in value] if isinstance(value, MultiValue) else [str(value)]
+
+
+@cache
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
 
 
 def deidentify(ds: Dataset, context: DeidContext) -> DeidResult:

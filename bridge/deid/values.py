@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from pydicom.uid import UID_dictionary
 
@@ -129,27 +130,46 @@ _DATE_LIKE = re.compile(
 _ID_LIKE = re.compile(r"(?<![\w])[\w-]*\d[\w-]*(?![\w])")
 
 
-def identifier_tokens(values: Iterable[str]) -> set[str]:
-    """Tokens of an instance's identifiers worth removing from free text (lower case, at least 2 characters)."""
-    tokens: set[str] = set()
-    for value in values:
-        for token in re.split(r"[\s^=,;:/\\()_.-]+", value):
-            if len(token) >= 2:
-                tokens.add(token.casefold())
-    return tokens
+@dataclass(frozen=True)
+class Identifiers:
+    """What Clean Descriptors removes from free text: whole phrases (a name component, an ID) and words."""
+
+    phrases: frozenset[str]
+    words: frozenset[str]
 
 
-def clean_text(text: str, identifiers: set[str]) -> str:
-    """Remove identifier tokens, dates and ID-like numbers (five or more digits) from a descriptor."""
-    cleaned = _DATE_LIKE.sub("", text)
+def collect_identifiers(names: Iterable[str], others: Iterable[str]) -> Identifiers:
+    """Person names give their components and every word of 2+ letters; other identifiers give their whole
+    value and their words of 4+ characters (so that 'CT' in a station name does not erase 'CT' elsewhere)."""
+    phrases: set[str] = set()
+    words: set[str] = set()
+    for name in names:
+        for component in re.split(r"[\^=]+", name):
+            component = component.strip()
+            if len(component) >= 2:
+                phrases.add(component.casefold())
+                words.update(w for w in re.split(r"\W+", component.casefold()) if len(w) >= 2)
+    for value in others:
+        value = value.strip()
+        if len(value) >= 2:
+            phrases.add(value.casefold())
+            words.update(w for w in re.split(r"\W+", value.casefold()) if len(w) >= 4)
+    return Identifiers(frozenset(phrases), frozenset(words))
+
+
+def clean_text(text: str, identifiers: Identifiers) -> str:
+    """Remove identifiers, dates and ID-like numbers (five or more digits) from a descriptor."""
+    cleaned = text
+    for phrase in sorted(identifiers.phrases, key=len, reverse=True):
+        boundary = r"(?<!\w)" if phrase.isascii() else ""  # CJK names have no word separators
+        pattern = boundary + re.escape(phrase) + (r"(?!\w)" if phrase.isascii() else "")
+        cleaned = re.sub(pattern, "", cleaned, flags=re.IGNORECASE)
+    cleaned = _DATE_LIKE.sub("", cleaned)
     cleaned = _ID_LIKE.sub(lambda m: "" if sum(c.isdigit() for c in m.group()) >= 5 else m.group(), cleaned)
-    if identifiers:
+    if identifiers.words:
         def drop(match: re.Match[str]) -> str:
-            return "" if match.group().casefold() in identifiers else match.group()
+            return "" if match.group().casefold() in identifiers.words else match.group()
 
         cleaned = re.sub(r"\w+", drop, cleaned)
-        for token in identifiers:
-            if not token.isascii():  # scripts without word separators (CJK names)
-                cleaned = cleaned.replace(token, "")
     cleaned = re.sub(r"\s{2,}", " ", cleaned)
     return cleaned.strip(" ^-_,;:/")
