@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import getpass
 import json
+import os
 import logging
 import sys
 from pathlib import Path
@@ -14,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bridge.importer import ImportSummary, discover, import_files
-from bridge.runtime import open_database, open_runtime
+from bridge.runtime import open_database, open_ingest, prepare
 from bridge.settings import ConfigError, Settings, config_path, load_settings
 from storage import index, migrate
 
@@ -26,6 +29,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 ConfigOption = Annotated[
     Optional[Path],
     typer.Option("--config", "-c", help="TOML configuration (default: $PACS_BRIDGE_CONFIG or ./config/bridge.toml)"),
@@ -46,6 +50,7 @@ def import_command(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders to import (walked recursively).")],
     project: Annotated[str, typer.Option("--project", "-p", help="Project the studies belong to.")],
     config: ConfigOption = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Parallel worker processes.")] = DEFAULT_WORKERS,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Import DICOM files from folders: de-identify, store and index them."""
@@ -54,18 +59,16 @@ def import_command(
     for path in paths:
         if not path.exists():
             raise ConfigError(f"{path}: no such file or folder")
-    runtime = open_runtime(settings)
-    try:
-        files = list(discover(paths))
-        with Progress(
-            TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=console, disable=as_json or not console.is_terminal,
-        ) as bar:
-            task = bar.add_task("import", total=len(files))
-            summary = import_files(runtime.ingest, files, project=project,
-                                   progress=lambda _path: bar.advance(task))
-    finally:
-        runtime.close()
+    prepare(settings)
+    files = list(discover(paths))
+    open_service = functools.partial(open_ingest, settings, f"import:{getpass.getuser()}")
+    with Progress(
+        TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, disable=as_json or not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("import", total=len(files))
+        summary = import_files(open_service, files, project=project, workers=workers,
+                               progress=lambda _result: bar.advance(task))
     _print_summary(summary, as_json)
     if summary.failed:
         raise typer.Exit(1)

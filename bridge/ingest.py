@@ -26,8 +26,9 @@ from bridge.quarantine import Quarantine
 from storage import index, vault
 from storage.audit import record_event
 from storage.db import Database, UnitOfWork
-from storage.filestore import FileStore, sha256_of
-from storage.models import Instance, QuarantineItem
+from bridge.caches import BoundedCache, BoundedSet
+from storage.filestore import FileStore, StoredFile, sha256_of
+from storage.models import Instance, QuarantineItem, utcnow
 
 logger = logging.getLogger(__name__)
 _ATTEMPTS = 3
@@ -66,6 +67,11 @@ class IngestService:
         self.cipher = cipher
         self.actor = actor
         self._project_ids: dict[str, int] = {}
+        # Rows never deleted, remembered after commit to skip repeated look-ups (bounded: a long-running
+        # service sees millions of instances).
+        self._subjects: BoundedCache[tuple[str, str], str] = BoundedCache(100_000)
+        self._known_series: BoundedCache[tuple[str, str], tuple[int, int]] = BoundedCache(100_000)
+        self._recorded_uids: BoundedSet[tuple[str, str]] = BoundedSet(200_000)
 
     def ingest(self, path: Path, *, project: str, source: str, origin: str | None = None) -> IngestResult:
         """Ingest the instance in `path` (left in place) into `project`. `source` is a short intake label."""
@@ -122,35 +128,59 @@ class IngestService:
         return self._project_ids[name]
 
     def _store(self, ds: FileDataset, path: Path, context: ProjectContext, source: str) -> IngestResult:
+        """Short transactions around the slow part: nothing is locked while de-identifying and writing."""
         original_sop = str(ds.SOPInstanceUID)
         pseudo_sop = original_sop if context.retain_uids else values.pseudo_uid(context.key, original_sop)
+        identity, accession = _identity_of(ds), str(ds.get("AccessionNumber") or "")
+        patient_key = values.patient_key(context.key, identity.issuer, identity.patient_id)
         with self.database.unit_of_work() as work:
             project_id = self.project_id(work, context.name)
             if index.find_instance(work.research, project_id=project_id, sop_instance_uid=pseudo_sop):
                 return IngestResult(Outcome.DUPLICATE, sop_instance_uid=pseudo_sop)
-            identity, accession = _identity_of(ds), str(ds.get("AccessionNumber") or "")
-            patient_key = values.patient_key(context.key, identity.issuer, identity.patient_id)
-            subject = vault.find_subject(work.vault, project=context.name, patient_key=patient_key) or vault.add_subject(
-                work.vault,
-                project=context.name,
-                patient_key=patient_key,
-                prefix=context.settings.subject_prefix,
-                identity=identity,
-                cipher=self.cipher,
-            )
-            result = deidentify(ds, self._deid_context(context, subject.subject_code, patient_key))
-            out = result.dataset
-            relative = self.store.relative_path(
-                context.name, str(out.StudyInstanceUID), str(out.SeriesInstanceUID), str(out.SOPInstanceUID)
-            )
-            stored = self.store.write(relative, lambda writer: write_instance(writer, out, path))  # type: ignore[arg-type]
-            vault.add_uids(work.vault, project=context.name, pairs=result.uid_map.items(), cipher=self.cipher)
-            if accession:
-                vault.add_study(work.vault, project=context.name, pseudo_study_uid=str(out.StudyInstanceUID),
+        subject_code = self._subject_code(context, patient_key, identity)
+
+        result = deidentify(ds, self._deid_context(context, subject_code, patient_key))
+        out = result.dataset
+        relative = self.store.relative_path(
+            context.name, str(out.StudyInstanceUID), str(out.SeriesInstanceUID), str(out.SOPInstanceUID)
+        )
+        stored = self.store.write(relative, lambda writer: write_instance(writer, out, path))  # type: ignore[arg-type]
+
+        new_pairs = [(o, p) for o, p in result.uid_map.items() if (context.name, p) not in self._recorded_uids]
+        study_uid = str(out.StudyInstanceUID)
+        # the study's pseudo UID is recorded with the first instance's UID pairs: its accession goes with it
+        record_study = bool(accession) and (context.name, study_uid) not in self._recorded_uids
+        with self.database.unit_of_work() as work:
+            vault.add_uids(work.vault, project=context.name, pairs=new_pairs, cipher=self.cipher)
+            if record_study:
+                vault.add_study(work.vault, project=context.name, pseudo_study_uid=study_uid,
                                 accession=accession, cipher=self.cipher)
-            self._index(work, project_id, subject.subject_code, result, stored, source)
+            located = self._index(work, context.name, project_id, subject_code, result, stored, source)
+        # remembered only once committed: a rolled-back row must not be assumed to exist
+        self._recorded_uids.update((context.name, p) for _, p in new_pairs)
+        self._known_series[(context.name, str(out.SeriesInstanceUID))] = located
         logger.debug("stored %s in project %s", out.SOPInstanceUID, context.name)
         return IngestResult(Outcome.STORED, sop_instance_uid=str(out.SOPInstanceUID))
+
+    def _subject_code(self, context: ProjectContext, patient_key: str, identity: vault.Identity) -> str:
+        """The subject of this patient in the project, allocated (and committed, vault first) if new."""
+        cached = self._subjects.get((context.name, patient_key))
+        if cached:
+            return cached
+        with self.database.unit_of_work() as work:
+            subject = vault.find_subject(work.vault, project=context.name, patient_key=patient_key)
+            if subject is None:
+                subject = vault.add_subject(
+                    work.vault,
+                    project=context.name,
+                    patient_key=patient_key,
+                    prefix=context.settings.subject_prefix,
+                    identity=identity,
+                    cipher=self.cipher,
+                )
+            code = subject.subject_code
+        self._subjects[(context.name, patient_key)] = code
+        return code
 
     def _deid_context(self, context: ProjectContext, subject_code: str, patient_key: str) -> DeidContext:
         return DeidContext(
@@ -164,8 +194,33 @@ class IngestService:
             keep_private=context.keep_private,
         )
 
-    def _index(self, work: UnitOfWork, project_id: int, subject_code: str, result: DeidResult,
-               stored: object, source: str) -> None:
+    def _index(self, work: UnitOfWork, project: str, project_id: int, subject_code: str, result: DeidResult,
+               stored: StoredFile, source: str) -> tuple[int, int]:
+        """Index the stored instance; returns (series id, timepoint id) for the next instance of the series."""
+        out = result.dataset
+        located = self._known_series.get((project, str(out.SeriesInstanceUID)))
+        if located is None:
+            located = self._ensure_series(work, project_id, subject_code, result)
+        series_id, timepoint_id = located
+        instance = Instance(
+            project_id=project_id,
+            series_id=series_id,
+            sop_instance_uid=str(out.SOPInstanceUID),
+            sop_class_uid=str(out.SOPClassUID),
+            transfer_syntax_uid=str(out.file_meta.TransferSyntaxUID),
+            instance_number=_int(out.get("InstanceNumber")),
+            path=stored.relative_path,
+            size=stored.size,
+            sha256=stored.sha256,
+            source=source[:64],
+            received_at=utcnow(),
+        )
+        if index.add_instance(work.research, instance=instance, timepoint_id=timepoint_id):
+            record_event(work.research, actor=self.actor, action="instance.stored", project_id=project_id,
+                         object=str(out.SOPInstanceUID), detail=source[:1024])
+        return located
+
+    def _ensure_series(self, work: UnitOfWork, project_id: int, subject_code: str, result: DeidResult) -> tuple[int, int]:
         out = result.dataset
         subject = index.ensure_subject(work.research, project_id=project_id, subject_code=subject_code)
         assert subject.id is not None
@@ -183,21 +238,7 @@ class IngestService:
         series = index.ensure_series(work.research, project_id=project_id, timepoint=timepoint,
                                      fields=series_fields(out))
         assert series.id is not None and timepoint.id is not None
-        instance = Instance(
-            project_id=project_id,
-            series_id=series.id,
-            sop_instance_uid=str(out.SOPInstanceUID),
-            sop_class_uid=str(out.SOPClassUID),
-            transfer_syntax_uid=str(out.file_meta.TransferSyntaxUID),
-            instance_number=_int(out.get("InstanceNumber")),
-            path=stored.relative_path,  # type: ignore[attr-defined]
-            size=stored.size,  # type: ignore[attr-defined]
-            sha256=stored.sha256,  # type: ignore[attr-defined]
-            source=source[:64],
-        )
-        if index.add_instance(work.research, instance=instance, timepoint_id=timepoint.id):
-            record_event(work.research, actor=self.actor, action="instance.stored", project_id=project_id,
-                         object=str(out.SOPInstanceUID), detail=source[:1024])
+        return series.id, timepoint.id
 
 
 def _identity_of(ds: FileDataset) -> vault.Identity:

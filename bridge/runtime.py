@@ -48,21 +48,33 @@ def quiet_pydicom() -> None:
     logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
-def open_runtime(settings: Settings, *, actor: str | None = None) -> Runtime:
+def prepare(settings: Settings) -> None:
+    """Start-up work done once per service, before any worker starts: keys, schema, crash leftovers."""
     quiet_pydicom()
-    keys = load_keys(settings.security)
-    database = open_database(settings)
+    load_keys(settings.security)
+    open_database(settings).dispose()
     storage = settings.storage
     leftovers = sweep_incoming(storage.store_dir) + sweep_incoming(storage.quarantine_dir)
     if leftovers:
         logger.info("removed %d partial files left by an earlier crash", leftovers)
-    projects = build_projects(settings, keys)
-    ingest = IngestService(
-        database=database,
-        store=FileStore(storage.store_dir),
-        quarantine=Quarantine(storage.quarantine_dir),
-        projects=projects,
+
+
+def open_ingest(settings: Settings, actor: str, database: Database | None = None) -> IngestService:
+    """An ingest service with its own database engines unless given one (one per process)."""
+    quiet_pydicom()
+    keys = load_keys(settings.security)
+    return IngestService(
+        database=database or Database(settings.database.url, settings.database.vault_url or None),
+        store=FileStore(settings.storage.store_dir),
+        quarantine=Quarantine(settings.storage.quarantine_dir),
+        projects=build_projects(settings, keys),
         cipher=VaultCipher(keys.vault_key()),
-        actor=actor or f"user:{getpass.getuser()}",
+        actor=actor,
     )
-    return Runtime(settings=settings, database=database, projects=projects, ingest=ingest)
+
+
+def open_runtime(settings: Settings, *, actor: str | None = None) -> Runtime:
+    prepare(settings)
+    database = Database(settings.database.url, settings.database.vault_url or None)
+    ingest = open_ingest(settings, actor or f"user:{getpass.getuser()}", database)
+    return Runtime(settings=settings, database=database, projects=ingest.projects, ingest=ingest)

@@ -26,18 +26,27 @@ class StoredFile:
 
 
 class HashingWriter:
-    """A write-only file wrapper that counts and hashes what passes through it."""
+    """A write-only file wrapper that counts and hashes what passes through it. Small writes (a DICOM
+    writer emits each element header separately) are gathered into 256 KB blocks first."""
+
+    _BLOCK = 256 * 1024
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
+        self._pending = bytearray()
         self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._raw.write(data)
-        self._hash.update(data)
-        self.size += len(data)
-        return len(data)
+        size = len(data)
+        if len(self._pending) + size < self._BLOCK:
+            self._pending += data
+        else:
+            self.flush()
+            self._raw.write(data)
+            self._hash.update(data)
+        self.size += size
+        return size
 
     def tell(self) -> int:
         return self.size
@@ -50,10 +59,16 @@ class HashingWriter:
         return self.size
 
     def flush(self) -> None:
+        if self._pending:
+            self._raw.write(self._pending)
+            self._hash.update(self._pending)
+            self._pending.clear()
         self._raw.flush()
 
     @property
     def sha256(self) -> str:
+        if self._pending:
+            raise RuntimeError("flush() before reading the hash")
         return self._hash.hexdigest()
 
 
@@ -113,7 +128,7 @@ def write_durably(root: Path, relative_path: str, produce: Callable[[HashingWrit
         with os.fdopen(fd, "wb") as raw:
             writer = HashingWriter(raw)
             produce(writer)
-            raw.flush()
+            writer.flush()
             os.fsync(raw.fileno())
         os.replace(temp_name, target)
     except BaseException:

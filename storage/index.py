@@ -23,7 +23,7 @@ from storage.models import (
     Timepoint,
     utcnow,
 )
-from storage.upsert import insert_ignore
+from storage.upsert import insert_ignore_one
 
 Row = TypeVar("Row", bound=ResearchModel)
 
@@ -34,7 +34,7 @@ def _ensure(session: Session, model: type[Row], key: dict[str, Any], values: dic
     row = {**key, **values}
     if "created_at" in table.c:
         row["created_at"] = utcnow()
-    created = session.execute(insert_ignore(session, table, [row]).returning(table.c.id)).first() is not None
+    created = insert_ignore_one(session, table, row)
     statement = select(model)
     for column, value in key.items():
         statement = statement.where(getattr(model, column) == value)
@@ -138,7 +138,7 @@ def add_instance(session: Session, *, instance: Instance, timepoint_id: int) -> 
     row = {c.name: getattr(instance, c.name) for c in Instance.__table__.c if c.name != "id"}  # type: ignore[attr-defined]
     row["received_at"] = row["received_at"] or utcnow()
     table = Instance.__table__  # type: ignore[attr-defined]
-    inserted = session.execute(insert_ignore(session, table, [row]).returning(table.c.id)).first() is not None
+    inserted = insert_ignore_one(session, table, row)
     if inserted:
         session.execute(
             update(Series)

@@ -135,14 +135,14 @@ def add_uids(
         for original, pseudo in pairs
     ]
     if rows:
-        session.execute(insert_ignore(session, VaultUid.__table__, rows))  # type: ignore[attr-defined]
+        session.execute(insert_ignore(session, VaultUid.__table__), rows)  # type: ignore[attr-defined]
 
 
 def add_study(
     session: Session, *, project: str, pseudo_study_uid: str, accession: str, cipher: VaultCipher
 ) -> None:
     row = {"project": project, "pseudo_study_uid": pseudo_study_uid, "accession": cipher.seal(accession)}
-    session.execute(insert_ignore(session, VaultStudy.__table__, [row]))  # type: ignore[attr-defined]
+    session.execute(insert_ignore(session, VaultStudy.__table__), [row])  # type: ignore[attr-defined]
 
 
 def reveal_uid(
