@@ -98,9 +98,15 @@ def generate_corpus(root: Path, subjects: int, timepoints: int, slices: int, siz
         for t in range(timepoints):
             day = FIRST_DATE + timedelta(days=INTERVAL_DAYS * t + s)
             datasets = factory.make_series(
-                patient, "CT", slices,
-                study_uid=generate_uid(), study_date=day.strftime("%Y%m%d"),
-                accession_number=f"ACC{s:04d}{t:03d}", series_number=1, rows=size, columns=size,
+                patient,
+                "CT",
+                slices,
+                study_uid=generate_uid(),
+                study_date=day.strftime("%Y%m%d"),
+                accession_number=f"ACC{s:04d}{t:03d}",
+                series_number=1,
+                rows=size,
+                columns=size,
             )
             files.extend(factory.write_files(datasets, root))
     size_bytes = sum(path.stat().st_size for path in files)
@@ -236,16 +242,20 @@ def startup_run(workdir: Path, config: Path, expected: int) -> float:
 def report(corpus: Corpus, ref_fsync: Timing, ref_plain: Timing, pipeline: Timing, startup: float) -> None:
     """Print the results table and the verdict against the target ratio."""
     print(f"\ncorpus: {corpus.description}")
-    print("reference: in-process pydicom.dcmread + save_as(enforce_file_format=True); "
-          "'fsync' = os.fsync of each written file")
+    print(
+        "reference: in-process pydicom.dcmread + save_as(enforce_file_format=True); "
+        "'fsync' = os.fsync of each written file"
+    )
     print("pipeline:  pacs-bridge import subprocess, wall time including process start-up\n")
     print(f"{'run':<34} {'seconds':>9} {'instances/s':>12} {'MB/s':>9}")
     for timing in (ref_fsync, ref_plain, pipeline):
         print(f"{timing.label:<34} {timing.seconds:>9.2f} {timing.rate:>12.1f} {timing.mb_per_s:>9.1f}")
     net = max(pipeline.seconds - startup, 1e-9)
     print(f"{'  of which start-up (status run)':<34} {startup:>9.2f}")
-    print(f"{'  pipeline minus start-up':<34} {net:>9.2f} {pipeline.instances / net:>12.1f} "
-          f"{pipeline.size_bytes / 1e6 / net:>9.1f}")
+    print(
+        f"{'  pipeline minus start-up':<34} {net:>9.2f} {pipeline.instances / net:>12.1f} "
+        f"{pipeline.size_bytes / 1e6 / net:>9.1f}"
+    )
     ratio = pipeline.seconds / ref_fsync.seconds
     verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
     print(f"\nratio {ratio:.1f}x of plain read+write with fsync (target <= {TARGET_RATIO:g}x): {verdict} the target")
@@ -259,8 +269,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timepoints", type=int, default=2, help="studies per subject, distinct dates (default 2)")
     parser.add_argument("--slices", type=int, default=50, help="CT slices per series (default 50)")
     parser.add_argument("--size", type=int, default=512, help="rows = columns of each slice (default 512)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="parent of the temporary directory (default: the system temp dir, e.g. /tmp)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="parent of the temporary directory (default: the system temp dir, e.g. /tmp)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     for name in ("subjects", "timepoints", "slices", "size"):
@@ -279,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"working in {workdir}", flush=True)
         start = time.perf_counter()
         corpus = generate_corpus(workdir / "corpus", args.subjects, args.timepoints, args.slices, args.size)
-        print(f"generated {len(corpus.files)} files in {time.perf_counter() - start:.1f} s (not measured)",
-              flush=True)
+        print(f"generated {len(corpus.files)} files in {time.perf_counter() - start:.1f} s (not measured)", flush=True)
         config = write_config(workdir)
 
         ref_plain = reference_run(corpus, workdir / "reference-nofsync", fsync=False)

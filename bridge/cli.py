@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import getpass
 import json
-import os
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -31,7 +31,7 @@ app.add_typer(db_app, name="db")
 console = Console(stderr=True)
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 ConfigOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--config", "-c", help="TOML configuration (default: $PACS_BRIDGE_CONFIG or ./config/bridge.toml)"),
 ]
 
@@ -63,12 +63,17 @@ def import_command(
     files = list(discover(paths))
     open_service = functools.partial(open_ingest, settings, f"import:{getpass.getuser()}")
     with Progress(
-        TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, disable=as_json or not console.is_terminal,
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=as_json or not console.is_terminal,
     ) as bar:
         task = bar.add_task("import", total=len(files))
-        summary = import_files(open_service, files, project=project, workers=workers,
-                               progress=lambda _result: bar.advance(task))
+        summary = import_files(
+            open_service, files, project=project, workers=workers, progress=lambda _result: bar.advance(task)
+        )
     _print_summary(summary, as_json)
     if summary.failed:
         raise typer.Exit(1)
@@ -76,22 +81,29 @@ def import_command(
 
 def _print_summary(summary: ImportSummary, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({
-            "stored": summary.stored,
-            "duplicates": summary.duplicates,
-            "quarantined": summary.quarantined_total,
-            "quarantine_reasons": dict(summary.quarantined),
-            "skipped_non_dicom": summary.skipped_non_dicom,
-            "skipped_dicomdir": summary.skipped_dicomdir,
-            "unreadable": summary.unreadable,
-            "failed": summary.failed,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "stored": summary.stored,
+                    "duplicates": summary.duplicates,
+                    "quarantined": summary.quarantined_total,
+                    "quarantine_reasons": dict(summary.quarantined),
+                    "skipped_non_dicom": summary.skipped_non_dicom,
+                    "skipped_dicomdir": summary.skipped_dicomdir,
+                    "unreadable": summary.unreadable,
+                    "failed": summary.failed,
+                },
+                indent=2,
+            )
+        )
         return
     out = Console(soft_wrap=True, highlight=False)
-    out.print(f"stored {summary.stored}, duplicates {summary.duplicates}, "
-              f"quarantined {summary.quarantined_total}, skipped {summary.skipped_non_dicom} non-DICOM "
-              f"and {summary.skipped_dicomdir} DICOMDIR, unreadable {len(summary.unreadable)}, "
-              f"failed {len(summary.failed)}")
+    out.print(
+        f"stored {summary.stored}, duplicates {summary.duplicates}, "
+        f"quarantined {summary.quarantined_total}, skipped {summary.skipped_non_dicom} non-DICOM "
+        f"and {summary.skipped_dicomdir} DICOMDIR, unreadable {len(summary.unreadable)}, "
+        f"failed {len(summary.failed)}"
+    )
     for reason, count in summary.quarantined.most_common():
         out.print(f"  quarantined {count}: {reason}")
     for line in summary.unreadable:

@@ -82,11 +82,7 @@ def value_length(ds: FileDataset, tag: int) -> int:
 
 
 def _is_deferred(element: object) -> bool:
-    return (
-        isinstance(element, RawDataElement)
-        and element.value is None
-        and element.length not in (0, 0xFFFFFFFF)
-    )
+    return isinstance(element, RawDataElement) and element.value is None and element.length not in (0, 0xFFFFFFFF)
 
 
 def write_instance(out: BinaryIO, ds: FileDataset, source: Path) -> None:
@@ -94,7 +90,7 @@ def write_instance(out: BinaryIO, ds: FileDataset, source: Path) -> None:
     transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         # the deflated body must be compressed as a whole; deferred values are read by pydicom
-        dcmwrite(out, ds, enforce_file_format=True)  # type: ignore[arg-type]
+        dcmwrite(out, ds, enforce_file_format=True)
         return
     fp = DicomFileLike(out)
     fp.write(b"\x00" * 128 + b"DICM")
@@ -123,7 +119,7 @@ def _copy_element(fp: DicomFileLike, element: RawDataElement, stream: BinaryIO) 
             raise MalformedInstance(f"element {element.tag} too long for its VR {vr}")
         header += vr.encode("ascii") + b"\x00\x00" + struct.pack(f"{endian}L", element.length)
     fp.write(header)
-    stream.seek(element.value_tell)  # type: ignore[arg-type]
+    stream.seek(element.value_tell)
     remaining = element.length
     while remaining:
         chunk = stream.read(min(_CHUNK, remaining))

@@ -100,8 +100,11 @@ def import_one(service: IngestService, path: Path, project: str) -> FileResult:
         logger.error("import of one file failed (%s); continuing with the next", type(exc).__name__)
         logger.debug("failure detail", exc_info=True)
         return FileResult(path, FileKind.FAILED, type(exc).__name__)
-    kinds = {Outcome.STORED: FileKind.STORED, Outcome.DUPLICATE: FileKind.DUPLICATE,
-             Outcome.QUARANTINED: FileKind.QUARANTINED}
+    kinds = {
+        Outcome.STORED: FileKind.STORED,
+        Outcome.DUPLICATE: FileKind.DUPLICATE,
+        Outcome.QUARANTINED: FileKind.QUARANTINED,
+    }
     return FileResult(path, kinds[result.outcome], result.reason)
 
 
@@ -125,8 +128,7 @@ def import_files(
         return summary
     # fork: workers inherit the imported modules; the caller has no open database connection yet
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(open_service,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(open_service,)) as pool:
         for result in pool.map(_import_in_worker, files, [project] * len(files), chunksize=4):
             summary.add(result)
             if progress:

@@ -12,12 +12,14 @@ import enum
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pydicom.dataset import FileDataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.multival import MultiValue
 from sqlalchemy.exc import IntegrityError
 
 from bridge.admission import Refused, burned_in_reason, check_instance
+from bridge.caches import BoundedCache, BoundedSet
 from bridge.deid import values
 from bridge.deid.deidentify import DeidContext, DeidResult, deidentify
 from bridge.dicomio import MalformedInstance, read_instance, write_instance
@@ -26,7 +28,6 @@ from bridge.quarantine import Quarantine
 from storage import index, vault
 from storage.audit import record_event
 from storage.db import Database, UnitOfWork
-from bridge.caches import BoundedCache, BoundedSet
 from storage.filestore import FileStore, StoredFile, sha256_of
 from storage.models import Instance, QuarantineItem, utcnow
 
@@ -115,8 +116,14 @@ class IngestService:
                     source=source[:64],
                 )
             )
-            record_event(work.research, actor=self.actor, action="instance.quarantined",
-                         project_id=project_id, object=kept.stored.relative_path, detail=reason[:1024])
+            record_event(
+                work.research,
+                actor=self.actor,
+                action="instance.quarantined",
+                project_id=project_id,
+                object=kept.stored.relative_path,
+                detail=reason[:1024],
+            )
         logger.warning("quarantined an instance for project %s: %s", project, reason)
         return IngestResult(Outcome.QUARANTINED, reason=reason)
 
@@ -153,8 +160,13 @@ class IngestService:
         with self.database.unit_of_work() as work:
             vault.add_uids(work.vault, project=context.name, pairs=new_pairs, cipher=self.cipher)
             if record_study:
-                vault.add_study(work.vault, project=context.name, pseudo_study_uid=study_uid,
-                                accession=accession, cipher=self.cipher)
+                vault.add_study(
+                    work.vault,
+                    project=context.name,
+                    pseudo_study_uid=study_uid,
+                    accession=accession,
+                    cipher=self.cipher,
+                )
             located = self._index(work, context.name, project_id, subject_code, result, stored, source)
         # remembered only once committed: a rolled-back row must not be assumed to exist
         self._recorded_uids.update((context.name, p) for _, p in new_pairs)
@@ -194,8 +206,16 @@ class IngestService:
             keep_private=context.keep_private,
         )
 
-    def _index(self, work: UnitOfWork, project: str, project_id: int, subject_code: str, result: DeidResult,
-               stored: StoredFile, source: str) -> tuple[int, int]:
+    def _index(
+        self,
+        work: UnitOfWork,
+        project: str,
+        project_id: int,
+        subject_code: str,
+        result: DeidResult,
+        stored: StoredFile,
+        source: str,
+    ) -> tuple[int, int]:
         """Index the stored instance; returns (series id, timepoint id) for the next instance of the series."""
         out = result.dataset
         located = self._known_series.get((project, str(out.SeriesInstanceUID)))
@@ -216,11 +236,19 @@ class IngestService:
             received_at=utcnow(),
         )
         if index.add_instance(work.research, instance=instance, timepoint_id=timepoint_id):
-            record_event(work.research, actor=self.actor, action="instance.stored", project_id=project_id,
-                         object=str(out.SOPInstanceUID), detail=source[:1024])
+            record_event(
+                work.research,
+                actor=self.actor,
+                action="instance.stored",
+                project_id=project_id,
+                object=str(out.SOPInstanceUID),
+                detail=source[:1024],
+            )
         return located
 
-    def _ensure_series(self, work: UnitOfWork, project_id: int, subject_code: str, result: DeidResult) -> tuple[int, int]:
+    def _ensure_series(
+        self, work: UnitOfWork, project_id: int, subject_code: str, result: DeidResult
+    ) -> tuple[int, int]:
         out = result.dataset
         subject = index.ensure_subject(work.research, project_id=project_id, subject_code=subject_code)
         assert subject.id is not None
@@ -235,8 +263,9 @@ class IngestService:
                 description=_text(out.get("StudyDescription")),
             ),
         )
-        series = index.ensure_series(work.research, project_id=project_id, timepoint=timepoint,
-                                     fields=series_fields(out))
+        series = index.ensure_series(
+            work.research, project_id=project_id, timepoint=timepoint, fields=series_fields(out)
+        )
         assert series.id is not None and timepoint.id is not None
         return series.id, timepoint.id
 
@@ -250,7 +279,7 @@ def _identity_of(ds: FileDataset) -> vault.Identity:
     )
 
 
-def series_fields(ds: FileDataset) -> index.SeriesFields:
+def series_fields(ds: Dataset) -> index.SeriesFields:
     """The series attributes the index keeps (of the de-identified dataset)."""
     spacing = ds.get("PixelSpacing") or _functional_group(ds, "PixelMeasuresSequence", "PixelSpacing")
     thickness = ds.get("SliceThickness") or _functional_group(ds, "PixelMeasuresSequence", "SliceThickness")
@@ -272,7 +301,7 @@ def series_fields(ds: FileDataset) -> index.SeriesFields:
     )
 
 
-def _functional_group(ds: FileDataset, sequence: str, keyword: str) -> object:
+def _functional_group(ds: Dataset, sequence: str, keyword: str) -> Any:
     """A value from the shared functional groups of an enhanced multi-frame instance."""
     shared = ds.get("SharedFunctionalGroupsSequence")
     if shared and sequence in shared[0] and shared[0][sequence].value:

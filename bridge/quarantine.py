@@ -27,10 +27,17 @@ class Quarantine:
 
     def keep(self, source: Path, *, project: str | None, reason: str, origin: str) -> Quarantined:
         """Copy `source` into the quarantine with its reason. `origin` (e.g. the source path) stays local."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         name = f"{project or '_unrouted'}/{now:%Y%m%d}/{uuid.uuid4().hex}"
         stored = copy_durably(self.root, f"{name}.dcm", source)
-        sidecar = {"reason": reason, "origin": origin, "project": project, "at": now.isoformat(),
-                   "sha256": stored.sha256, "size": stored.size}
-        write_durably(self.root, f"{name}.json", lambda out: out.write(json.dumps(sidecar, indent=2).encode()))
+        sidecar = {
+            "reason": reason,
+            "origin": origin,
+            "project": project,
+            "at": now.isoformat(),
+            "sha256": stored.sha256,
+            "size": stored.size,
+        }
+        body = json.dumps(sidecar, indent=2).encode()
+        write_durably(self.root, f"{name}.json", lambda out: None if out.write(body) else None)
         return Quarantined(stored=stored, reason=reason)

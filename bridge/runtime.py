@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import getpass
 import logging
+from dataclasses import dataclass
 
 import pydicom.config
-from dataclasses import dataclass
 
 from bridge.ingest import IngestService
 from bridge.keys import load_keys

@@ -87,7 +87,7 @@ class DeidSettings(Section):
     keep_private: list[PrivateKeepSettings] = []
 
     @model_validator(mode="after")
-    def _one_date_option(self) -> "DeidSettings":
+    def _one_date_option(self) -> DeidSettings:
         if self.retain_modified_dates and self.retain_full_dates:
             raise ValueError("retain_modified_dates and retain_full_dates exclude each other: set one to false")
         return self
@@ -183,9 +183,8 @@ def _check_environment_keys() -> None:
     for variable in os.environ:
         if not variable.upper().startswith(ENV_PREFIX) or variable.upper() == CONFIG_ENV:
             continue
-        head = variable[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        head = variable[len(ENV_PREFIX) :].split("__", 1)[0].lower()
         if head not in sections:
             raise ConfigError(
-                f"environment variable {variable}: no configuration key {head!r} "
-                f"(known: {', '.join(sorted(sections))})"
+                f"environment variable {variable}: no configuration key {head!r} (known: {', '.join(sorted(sections))})"
             )

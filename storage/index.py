@@ -127,9 +127,7 @@ def ensure_series(session: Session, *, project_id: int, timepoint: Timepoint, fi
 
 
 def find_instance(session: Session, *, project_id: int, sop_instance_uid: str) -> Instance | None:
-    statement = select(Instance).where(
-        Instance.project_id == project_id, Instance.sop_instance_uid == sop_instance_uid
-    )
+    statement = select(Instance).where(Instance.project_id == project_id, Instance.sop_instance_uid == sop_instance_uid)
     return session.exec(statement).first()
 
 
@@ -174,7 +172,7 @@ def project_counts(session: Session, names: list[str]) -> list[ProjectCounts]:
 
     def tally(model: type[ResearchModel]) -> dict[str, int]:
         column = model.project_id  # type: ignore[attr-defined]
-        rows = session.exec(select(column, func.count()).group_by(column)).all()  # type: ignore[call-overload]
+        rows = session.exec(select(column, func.count()).group_by(column)).all()
         return {by_id[pid]: n for pid, n in rows if pid in by_id}
 
     subjects, timepoints, series = tally(Subject), tally(Timepoint), tally(Series)

@@ -21,7 +21,7 @@ class ResearchModel(SQLModel, registry=registry(metadata=research_metadata)):
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _timestamp() -> Column:  # type: ignore[type-arg]
@@ -31,7 +31,7 @@ def _timestamp() -> Column:  # type: ignore[type-arg]
 class Project(ResearchModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True, max_length=64)
-    created_at: dt.datetime = Field(sa_column=_timestamp())
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
 class Subject(ResearchModel, table=True):
@@ -41,7 +41,7 @@ class Subject(ResearchModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)
     subject_code: str = Field(max_length=64)
-    created_at: dt.datetime = Field(sa_column=_timestamp())
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
 class Timepoint(ResearchModel, table=True):
@@ -59,7 +59,7 @@ class Timepoint(ResearchModel, table=True):
     modalities: str = Field(default="", max_length=128)
     series_count: int = 0
     instance_count: int = 0
-    created_at: dt.datetime = Field(sa_column=_timestamp())
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
 class Series(ResearchModel, table=True):
@@ -84,7 +84,7 @@ class Series(ResearchModel, table=True):
     convolution_kernel: str | None = Field(default=None, max_length=64)
     contrast_agent: str | None = Field(default=None, max_length=64)
     instance_count: int = 0
-    created_at: dt.datetime = Field(sa_column=_timestamp())
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
 class Instance(ResearchModel, table=True):
@@ -102,7 +102,7 @@ class Instance(ResearchModel, table=True):
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha256: str = Field(max_length=64)
     source: str = Field(max_length=64)
-    received_at: dt.datetime = Field(sa_column=_timestamp())
+    received_at: dt.datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
 class QuarantineItem(ResearchModel, table=True):
@@ -115,14 +115,14 @@ class QuarantineItem(ResearchModel, table=True):
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha256: str = Field(max_length=64)
     source: str = Field(max_length=64)
-    received_at: dt.datetime = Field(sa_column=_timestamp())
+    received_at: dt.datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
 class AuditEvent(ResearchModel, table=True):
     """Who did what to which (pseudonymous) object. Details never carry PHI."""
 
     id: int | None = Field(default=None, primary_key=True)
-    at: dt.datetime = Field(sa_column=_timestamp())
+    at: dt.datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     actor: str = Field(max_length=128)
     action: str = Field(max_length=64, index=True)
     project_id: int | None = Field(default=None, foreign_key="project.id", index=True)

@@ -29,7 +29,7 @@ class VaultModel(SQLModel, registry=registry(metadata=vault_metadata)):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class VaultSubject(VaultModel, table=True):
@@ -46,7 +46,9 @@ class VaultSubject(VaultModel, table=True):
     subject_number: int
     subject_code: str = Field(max_length=64)
     identity: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at: dt.datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, default=_now))
+    created_at: dt.datetime = Field(
+        default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False, default=_now)
+    )
 
 
 class VaultUid(VaultModel, table=True):
@@ -94,9 +96,7 @@ class VaultCipher:
 
 
 def find_subject(session: Session, *, project: str, patient_key: str) -> VaultSubject | None:
-    statement = select(VaultSubject).where(
-        VaultSubject.project == project, VaultSubject.patient_key == patient_key
-    )
+    statement = select(VaultSubject).where(VaultSubject.project == project, VaultSubject.patient_key == patient_key)
     return session.exec(statement).first()
 
 
@@ -110,9 +110,7 @@ def add_subject(
     cipher: VaultCipher,
 ) -> VaultSubject:
     """Allocate the next subject number of the project. The caller retries on a unique-constraint race."""
-    highest = session.exec(
-        select(func.max(VaultSubject.subject_number)).where(VaultSubject.project == project)
-    ).one()
+    highest = session.exec(select(func.max(VaultSubject.subject_number)).where(VaultSubject.project == project)).one()
     number = (highest or 0) + 1
     subject = VaultSubject(
         project=project,
@@ -126,21 +124,14 @@ def add_subject(
     return subject
 
 
-def add_uids(
-    session: Session, *, project: str, pairs: Iterable[tuple[str, str]], cipher: VaultCipher
-) -> None:
+def add_uids(session: Session, *, project: str, pairs: Iterable[tuple[str, str]], cipher: VaultCipher) -> None:
     """Record (original, pseudo) UID pairs; pairs already known are left as they are."""
-    rows = [
-        {"project": project, "pseudo_uid": pseudo, "original": cipher.seal(original)}
-        for original, pseudo in pairs
-    ]
+    rows = [{"project": project, "pseudo_uid": pseudo, "original": cipher.seal(original)} for original, pseudo in pairs]
     if rows:
         session.execute(insert_ignore(session, VaultUid.__table__), rows)  # type: ignore[attr-defined]
 
 
-def add_study(
-    session: Session, *, project: str, pseudo_study_uid: str, accession: str, cipher: VaultCipher
-) -> None:
+def add_study(session: Session, *, project: str, pseudo_study_uid: str, accession: str, cipher: VaultCipher) -> None:
     row = {"project": project, "pseudo_study_uid": pseudo_study_uid, "accession": cipher.seal(accession)}
     session.execute(insert_ignore(session, VaultStudy.__table__), [row])  # type: ignore[attr-defined]
 
@@ -150,8 +141,7 @@ def reveal_uid(
 ) -> str | None:
     """The original UID behind a pseudo UID, for write-back into the hospital PACS. Audited."""
     row = session.get(VaultUid, (project, pseudo_uid))
-    record_event(audit, actor=actor, action="vault.read_uid", object=pseudo_uid,
-                 detail="found" if row else "not found")
+    record_event(audit, actor=actor, action="vault.read_uid", object=pseudo_uid, detail="found" if row else "not found")
     return cipher.open(row.original) if row else None
 
 
@@ -162,6 +152,7 @@ def reveal_identity(
     row = session.exec(
         select(VaultSubject).where(VaultSubject.project == project, VaultSubject.subject_code == subject_code)
     ).first()
-    record_event(audit, actor=actor, action="vault.read_identity", object=subject_code,
-                 detail="found" if row else "not found")
+    record_event(
+        audit, actor=actor, action="vault.read_identity", object=subject_code, detail="found" if row else "not found"
+    )
     return Identity(**json.loads(cipher.open(row.identity))) if row else None

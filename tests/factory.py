@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
@@ -575,8 +574,19 @@ def make_ct(
     (``None`` deletes the element).
     """
     return make_image(
-        "CT", patient, study_uid, series_uid, frame_of_reference_uid, study_date, instance_number,
-        rows, columns, slice_thickness, accession_number, study_description, series_description,
+        "CT",
+        patient,
+        study_uid,
+        series_uid,
+        frame_of_reference_uid,
+        study_date,
+        instance_number,
+        rows,
+        columns,
+        slice_thickness,
+        accession_number,
+        study_description,
+        series_description,
         **overrides,
     )
 
@@ -598,8 +608,19 @@ def make_mr(
 ) -> Dataset:
     """One MR Image Storage instance (T1 spin echo); extras as for :func:`make_ct`."""
     return make_image(
-        "MR", patient, study_uid, series_uid, frame_of_reference_uid, study_date, instance_number,
-        rows, columns, slice_thickness, accession_number, study_description, series_description,
+        "MR",
+        patient,
+        study_uid,
+        series_uid,
+        frame_of_reference_uid,
+        study_date,
+        instance_number,
+        rows,
+        columns,
+        slice_thickness,
+        accession_number,
+        study_description,
+        series_description,
         **overrides,
     )
 
@@ -621,8 +642,19 @@ def make_pt(
 ) -> Dataset:
     """One PET Image Storage instance (static FDG, BQML); extras as for :func:`make_ct`."""
     return make_image(
-        "PT", patient, study_uid, series_uid, frame_of_reference_uid, study_date, instance_number,
-        rows, columns, slice_thickness, accession_number, study_description, series_description,
+        "PT",
+        patient,
+        study_uid,
+        series_uid,
+        frame_of_reference_uid,
+        study_date,
+        instance_number,
+        rows,
+        columns,
+        slice_thickness,
+        accession_number,
+        study_description,
+        series_description,
         **overrides,
     )
 
@@ -676,8 +708,13 @@ def make_study(
     for number, modality in enumerate(modalities, start=1):
         out.extend(
             make_series(
-                patient, modality, per_series, study_uid=study_uid, study_date=study_date,
-                series_number=number, **kw,
+                patient,
+                modality,
+                per_series,
+                study_uid=study_uid,
+                study_date=study_date,
+                series_number=number,
+                **kw,
             )
         )
     return out
@@ -981,12 +1018,14 @@ def with_charset(ds: Dataset, charset: str, name: str | None = None) -> Dataset:
         raise ValueError(f"unsupported charset {charset!r}; use one of {sorted(_CHARSET_NAMES)}")
     value, default_name = _CHARSET_NAMES[charset]
     if charset == "ISO 2022 IR 87":
+
         def fold(d: Dataset, elem: Any) -> None:
             if elem.VR in {"PN", "LO", "SH", "ST", "LT", "UT", "UC"} and elem.value:
                 if elem.VM > 1:
                     elem.value = [_ascii_fold(str(v)) for v in elem.value]
                 else:
                     elem.value = _ascii_fold(str(elem.value))
+
         ds.walk(fold)
     ds.SpecificCharacterSet = value
     ds.PatientName = name or default_name

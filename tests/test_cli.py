@@ -23,11 +23,11 @@ log_level = "DEBUG"
 [database]
 url = "{database_url}"
 [storage]
-store_dir = "{folder / 'store'}"
-quarantine_dir = "{folder / 'quarantine'}"
-spool_dir = "{folder / 'spool'}"
+store_dir = "{folder / "store"}"
+quarantine_dir = "{folder / "quarantine"}"
+spool_dir = "{folder / "spool"}"
 [security]
-secret_file = "{folder / 'secret.key'}"
+secret_file = "{folder / "secret.key"}"
 [projects.lung]
 subject_prefix = "LUNG"
 {extra}
@@ -75,16 +75,20 @@ def test_import_then_status(tmp_path: Path, corpus: tuple[Path, list], database_
     status = run("status", "--config", str(config), "--json", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout) == {
-        "projects": [{"name": "lung", "subjects": 2, "timepoints": 4, "series": 4, "instances": 8,
-                      "quarantined": 1}]
+        "projects": [{"name": "lung", "subjects": 2, "timepoints": 4, "series": 4, "instances": 8, "quarantined": 1}]
     }
     human = run("status", "--config", str(config), cwd=tmp_path)
     assert "lung" in human.stdout and "8" in human.stdout
 
     logs = first.stderr + second.stderr + status.stderr
     for ds in datasets:
-        for secret in (str(ds.PatientID), str(ds.StudyInstanceUID), str(ds.SOPInstanceUID),
-                       str(ds.AccessionNumber), str(ds.PatientName).split("^")[0]):
+        for secret in (
+            str(ds.PatientID),
+            str(ds.StudyInstanceUID),
+            str(ds.SOPInstanceUID),
+            str(ds.AccessionNumber),
+            str(ds.PatientName).split("^")[0],
+        ):
             assert secret not in logs, "identified data in the logs"
 
 
@@ -111,25 +115,38 @@ def test_a_wrong_key_or_value_stops_start_up_naming_it(tmp_path: Path) -> None:
     result = run("status", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 2 and "projects.lung.colour" in result.stderr
 
-    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", extra="[projects.lung.deid]\nretain_uids = 'maybe'")
+    wrong_value = "[projects.lung.deid]\nretain_uids = 'maybe'"
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", extra=wrong_value)
     result = run("status", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 2 and "projects.lung.deid.retain_uids" in result.stderr
 
-    result = run("status", "--config", str(config), cwd=tmp_path,
-                 env={"PACS_BRIDGE_DATABSE__URL": "sqlite:///x.db"})
+    result = run("status", "--config", str(config), cwd=tmp_path, env={"PACS_BRIDGE_DATABSE__URL": "sqlite:///x.db"})
     assert result.returncode == 2 and "PACS_BRIDGE_DATABSE__URL" in result.stderr
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'file.db'}")
     other = tmp_path / "env.db"
-    result = run("status", "--config", str(config), "--json", cwd=tmp_path,
-                 env={"PACS_BRIDGE_DATABASE__URL": f"sqlite:///{other}",
-                      "PACS_BRIDGE_PROJECTS__LUNG__DEID__RETAIN_UIDS": "true"})
+    result = run(
+        "status",
+        "--config",
+        str(config),
+        "--json",
+        cwd=tmp_path,
+        env={
+            "PACS_BRIDGE_DATABASE__URL": f"sqlite:///{other}",
+            "PACS_BRIDGE_PROJECTS__LUNG__DEID__RETAIN_UIDS": "true",
+        },
+    )
     assert result.returncode == 0, result.stderr
     assert other.exists() and not (tmp_path / "file.db").exists()
-    bad = run("status", "--config", str(config), cwd=tmp_path,
-              env={"PACS_BRIDGE_PROJECTS__LUNG__SUBJECT_PREFIX": "lower case"})
+    bad = run(
+        "status",
+        "--config",
+        str(config),
+        cwd=tmp_path,
+        env={"PACS_BRIDGE_PROJECTS__LUNG__SUBJECT_PREFIX": "lower case"},
+    )
     assert bad.returncode == 2 and "projects.lung.subject_prefix" in bad.stderr
 
 

@@ -143,7 +143,7 @@ def test_corpus_and_write_files(tmp_path: Path) -> None:
 
     paths = f.write_files(corpus, tmp_path)
     assert len(set(paths)) == len(corpus)
-    for path, ds in zip(paths, corpus):
+    for path, ds in zip(paths, corpus, strict=True):
         rel = path.relative_to(tmp_path).parts
         assert rel == (ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, f"{ds.InstanceNumber:03d}.dcm")
         assert pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID == ds.SOPInstanceUID

@@ -54,10 +54,12 @@ def test_a_study_is_stored_indexed_and_findable_in_the_vault(runtime: Runtime, t
 
     cipher = VaultCipher(_vault_key(runtime))
     with runtime.database.unit_of_work() as work:
-        original = vault.reveal_uid(work.vault, project="lung", pseudo_uid=timepoint.study_uid,
-                                    cipher=cipher, actor="test", audit=work.research)
-        identity = vault.reveal_identity(work.vault, project="lung", subject_code="LUNG-0001",
-                                         cipher=cipher, actor="test", audit=work.research)
+        original = vault.reveal_uid(
+            work.vault, project="lung", pseudo_uid=timepoint.study_uid, cipher=cipher, actor="test", audit=work.research
+        )
+        identity = vault.reveal_identity(
+            work.vault, project="lung", subject_code="LUNG-0001", cipher=cipher, actor="test", audit=work.research
+        )
     assert original == datasets[0].StudyInstanceUID
     assert identity is not None and identity.patient_id == patient.patient_id
     assert identity.name == str(datasets[0].PatientName)
@@ -182,16 +184,20 @@ def test_burned_in_accepted_when_the_project_says_so(tmp_path: Path, database_ur
 
 def test_all_transfer_syntaxes_are_stored_as_received(runtime: Runtime, tmp_path: Path) -> None:
     patient = factory.make_patient(1)
-    syntaxes = [pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian,
-                pydicom.uid.DeflatedExplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian,
-                pydicom.uid.RLELossless]
+    syntaxes = [
+        pydicom.uid.ImplicitVRLittleEndian,
+        pydicom.uid.ExplicitVRLittleEndian,
+        pydicom.uid.DeflatedExplicitVRLittleEndian,
+        pydicom.uid.ExplicitVRBigEndian,
+        pydicom.uid.RLELossless,
+    ]
     datasets = [factory.make_ct(patient, instance_number=n, transfer_syntax=ts) for n, ts in enumerate(syntaxes, 1)]
     pixels = [factory_pixels(ds) for ds in datasets]
     paths = factory.write_files(datasets, tmp_path / "in")
     assert ingest_all(runtime, paths) == [Outcome.STORED] * len(syntaxes)
     stored = {i.transfer_syntax_uid: i for i in rows(runtime, Instance)}
     assert set(stored) == set(syntaxes)
-    for ts, expected in zip(syntaxes, pixels):
+    for ts, expected in zip(syntaxes, pixels, strict=True):
         out = pydicom.dcmread(runtime.settings.storage.store_dir / stored[ts].path)
         assert out.file_meta.TransferSyntaxUID == ts
         assert (out.pixel_array == expected).all()

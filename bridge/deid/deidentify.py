@@ -9,13 +9,12 @@ subject's offset. Untouched elements stay as raw bytes, so the output is written
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 
 from pydicom import Dataset, Sequence
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.datadict import dictionary_VR, get_entry
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.tag import BaseTag, Tag
@@ -59,7 +58,8 @@ _IDENTIFIER_KEYWORDS = (
     "StationName",
     "DeviceSerialNumber",
 )
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1423.1"
+# 2.25 + a UUIDv5 of the project: ours, needs no registration
+IMPLEMENTATION_CLASS_UID = UID("2.25.324179283464283168909547722776067492784")
 IMPLEMENTATION_VERSION = "PACS_BRIDGE_01"
 
 
@@ -297,8 +297,10 @@ def _write_identity(ds: Dataset, context: DeidContext, label: str | None) -> Non
         sequence.append(item)
     ds.DeidentificationMethodCodeSequence = sequence
     ds.LongitudinalTemporalInformationModified = (
-        "MODIFIED" if Option.RETAIN_MODIFIED_DATES in options
-        else "UNMODIFIED" if Option.RETAIN_FULL_DATES in options
+        "MODIFIED"
+        if Option.RETAIN_MODIFIED_DATES in options
+        else "UNMODIFIED"
+        if Option.RETAIN_FULL_DATES in options
         else "REMOVED"
     )
     trial = context.trial
@@ -324,7 +326,3 @@ def _rebuild_file_meta(ds: Dataset) -> None:
         meta.TransferSyntaxUID = UID(transfer_syntax)
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-
-
-def uid_pairs(result: DeidResult) -> Iterable[tuple[str, str]]:
-    return result.uid_map.items()

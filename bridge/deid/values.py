@@ -13,13 +13,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydicom.uid import UID_dictionary
+from pydicom._uid_dict import UID_dictionary
 
 _UID_ROOT = "2.25."
 
 
 def keyed_digest(key: bytes, purpose: str, value: str) -> bytes:
-    return hmac.new(key, f"{purpose}\x00{value}".encode("utf-8"), hashlib.sha256).digest()
+    return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
 
 
 def is_well_known_uid(uid: str) -> bool:
@@ -167,6 +167,7 @@ def clean_text(text: str, identifiers: Identifiers) -> str:
     cleaned = _DATE_LIKE.sub("", cleaned)
     cleaned = _ID_LIKE.sub(lambda m: "" if sum(c.isdigit() for c in m.group()) >= 5 else m.group(), cleaned)
     if identifiers.words:
+
         def drop(match: re.Match[str]) -> str:
             return "" if match.group().casefold() in identifiers.words else match.group()
 

@@ -39,9 +39,21 @@ def identifiers(ds: Dataset) -> list[str]:
     found: list[str] = []
     patient = str(ds.PatientName)
     found += [part for part in patient.replace("=", "^").split("^") if len(part) >= 3]
-    for keyword in ("PatientID", "AccessionNumber", "PatientBirthDate", "InstitutionName", "StationName",
-                    "DeviceSerialNumber", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
-                    "FrameOfReferenceUID", "ReferringPhysicianName", "OperatorsName", "StudyID"):
+    for keyword in (
+        "PatientID",
+        "AccessionNumber",
+        "PatientBirthDate",
+        "InstitutionName",
+        "StationName",
+        "DeviceSerialNumber",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "FrameOfReferenceUID",
+        "ReferringPhysicianName",
+        "OperatorsName",
+        "StudyID",
+    ):
         value = ds.get(keyword)
         if value:
             found.append(str(value))
@@ -140,7 +152,10 @@ def test_full_dates_option_keeps_dates_and_says_so() -> None:
 def test_method_code_sequence_lists_exactly_the_options_applied() -> None:
     out = deidentify(factory.make_ct(factory.make_patient(1)), context()).dataset
     assert [item.CodeValue for item in out.DeidentificationMethodCodeSequence] == [
-        "113100", "113105", "113107", "113108"
+        "113100",
+        "113105",
+        "113107",
+        "113108",
     ]
     bare = deidentify(factory.make_ct(factory.make_patient(1)), context(frozenset())).dataset
     assert [item.CodeValue for item in bare.DeidentificationMethodCodeSequence] == ["113100"]

@@ -49,8 +49,9 @@ def test_leftovers_of_a_killed_process_are_swept(tmp_path: Path) -> None:
         "    time.sleep(60)\n"
         f"FileStore(Path({str(tmp_path)!r})).write('p/s/e/i.dcm', produce)\n"
     )
-    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                          cwd=Path(__file__).resolve().parents[2]) as process:
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2]
+    ) as process:
         assert process.stdout is not None and process.stdout.readline().strip() == "writing"
         process.kill()
         process.wait()

@@ -22,13 +22,25 @@ def test_upgrade_matches_the_models_and_is_idempotent(database_url: str) -> None
             for metadata, table in ((research_metadata, "alembic_version"), (vault_metadata, "alembic_version_vault")):
                 context = MigrationContext.configure(
                     connection,
-                    opts={"version_table": table, "include_name": lambda name, type_, _p, m=metadata:
-                          type_ != "table" or name in m.tables},
+                    opts={
+                        "version_table": table,
+                        "include_name": lambda name, type_, _p, m=metadata: type_ != "table" or name in m.tables,
+                    },
                 )
                 assert compare_metadata(context, metadata) == []
         tables = set(inspect(database.research_engine).get_table_names())
-        assert {"project", "subject", "timepoint", "series", "instance", "auditevent", "quarantineitem",
-                "vault_subject", "vault_uid", "vault_study"} <= tables
+        assert {
+            "project",
+            "subject",
+            "timepoint",
+            "series",
+            "instance",
+            "auditevent",
+            "quarantineitem",
+            "vault_subject",
+            "vault_uid",
+            "vault_study",
+        } <= tables
     finally:
         database.dispose()
 
