@@ -167,10 +167,12 @@ class IngestService:
                     accession=accession,
                     cipher=self.cipher,
                 )
-            located = self._index(work, context.name, project_id, subject_code, result, stored, source)
+            located, inserted = self._index(work, context.name, project_id, subject_code, result, stored, source)
         # remembered only once committed: a rolled-back row must not be assumed to exist
         self._recorded_uids.update((context.name, p) for _, p in new_pairs)
         self._known_series[(context.name, str(out.SeriesInstanceUID))] = located
+        if not inserted:  # another worker indexed the same instance a moment earlier (same file, same bytes)
+            return IngestResult(Outcome.DUPLICATE, sop_instance_uid=str(out.SOPInstanceUID))
         logger.debug("stored %s in project %s", out.SOPInstanceUID, context.name)
         return IngestResult(Outcome.STORED, sop_instance_uid=str(out.SOPInstanceUID))
 
@@ -215,8 +217,9 @@ class IngestService:
         result: DeidResult,
         stored: StoredFile,
         source: str,
-    ) -> tuple[int, int]:
-        """Index the stored instance; returns (series id, timepoint id) for the next instance of the series."""
+    ) -> tuple[tuple[int, int], bool]:
+        """Index the stored instance; returns (series id, timepoint id) for the next instance of the series,
+        and whether this call indexed it (False: it already was)."""
         out = result.dataset
         located = self._known_series.get((project, str(out.SeriesInstanceUID)))
         if located is None:
@@ -235,7 +238,8 @@ class IngestService:
             source=source[:64],
             received_at=utcnow(),
         )
-        if index.add_instance(work.research, instance=instance, timepoint_id=timepoint_id):
+        inserted = index.add_instance(work.research, instance=instance, timepoint_id=timepoint_id)
+        if inserted:
             record_event(
                 work.research,
                 actor=self.actor,
@@ -244,7 +248,7 @@ class IngestService:
                 object=str(out.SOPInstanceUID),
                 detail=source[:1024],
             )
-        return located
+        return located, inserted
 
     def _ensure_series(
         self, work: UnitOfWork, project_id: int, subject_code: str, result: DeidResult

@@ -182,3 +182,27 @@ def test_db_upgrade(tmp_path: Path, database_url: str) -> None:
     result = run("db", "upgrade", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "0001_research" in result.stdout
+
+
+def test_two_imports_at_once_store_everything_once(tmp_path: Path, database_url: str) -> None:
+    """Two processes with two workers each race on the same files: unique keys decide, nothing doubles."""
+    datasets = factory.make_corpus(n_patients=4, studies_per_patient=2, per_series=3)
+    folder = tmp_path / "in"
+    factory.write_files(datasets, folder)
+    config = write_config(tmp_path, database_url)
+    run("db", "upgrade", "--config", str(config), cwd=tmp_path)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PACS_BRIDGE_")}
+    command = [sys.executable, "-m", "bridge", "import", str(folder), "--project", "lung", "--config", str(config),
+               "--workers", "2", "--json"]
+    with (
+        subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, text=True) as first,
+        subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, text=True) as second,
+    ):
+        outputs = [json.loads(first.communicate(timeout=300)[0]), json.loads(second.communicate(timeout=300)[0])]
+    assert first.returncode == second.returncode == 0
+    assert sum(o["stored"] for o in outputs) == len(datasets) == 24
+    assert sum(o["duplicates"] for o in outputs) == 24 and not any(o["failed"] for o in outputs)
+    status = json.loads(run("status", "--config", str(config), "--json", cwd=tmp_path).stdout)
+    assert status["projects"] == [
+        {"name": "lung", "subjects": 4, "timepoints": 8, "series": 8, "instances": 24, "quarantined": 0}
+    ]

@@ -138,6 +138,7 @@ def test_days_from_baseline_are_recomputed_when_an_earlier_study_arrives(runtime
     [
         (lambda ds: delattr(ds, "SOPInstanceUID"), "missing SOPInstanceUID"),
         (lambda ds: setattr(ds, "BurnedInAnnotation", "YES"), "burned-in annotation"),
+        (lambda ds: (delattr(ds, "BurnedInAnnotation"), setattr(ds, "Modality", "US")), "US without BurnedInAnnotation"),
         (lambda ds: delattr(ds, "PatientID"), "missing PatientID"),
         (lambda ds: setattr(ds, "StudyInstanceUID", "1.2.03.x"), "invalid UID in StudyInstanceUID"),
     ],
@@ -191,7 +192,11 @@ def test_all_transfer_syntaxes_are_stored_as_received(runtime: Runtime, tmp_path
         pydicom.uid.ExplicitVRBigEndian,
         pydicom.uid.RLELossless,
     ]
-    datasets = [factory.make_ct(patient, instance_number=n, transfer_syntax=ts) for n, ts in enumerate(syntaxes, 1)]
+    # 512 x 512 pixels are larger than the read-ahead limit: Pixel Data is streamed from the source file
+    datasets = [
+        factory.make_ct(patient, instance_number=n, transfer_syntax=ts, rows=512, columns=512)
+        for n, ts in enumerate(syntaxes, 1)
+    ]
     pixels = [factory_pixels(ds) for ds in datasets]
     paths = factory.write_files(datasets, tmp_path / "in")
     assert ingest_all(runtime, paths) == [Outcome.STORED] * len(syntaxes)
@@ -205,3 +210,25 @@ def test_all_transfer_syntaxes_are_stored_as_received(runtime: Runtime, tmp_path
 
 def factory_pixels(ds: pydicom.Dataset):  # type: ignore[no-untyped-def]
     return ds.pixel_array.copy()
+
+
+def test_vault_in_its_own_database_holds_what_the_research_database_does_not(tmp_path: Path) -> None:
+    from bridge.runtime import open_runtime
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'research.db'}")
+    settings = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"vault_url": f"sqlite:///{tmp_path / 'vault.db'}"})}
+    )
+    runtime = open_runtime(settings, actor="test")
+    try:
+        patient = factory.make_patient(1)
+        paths = factory.write_files(factory.make_series(patient, count=2), tmp_path / "in")
+        assert ingest_all(runtime, paths) == [Outcome.STORED] * 2
+        assert runtime.database.vault_is_separate
+        with runtime.database.unit_of_work() as work:
+            assert len(work.vault.exec(select(VaultUid)).all()) >= 2
+            assert len(work.research.exec(select(Instance)).all()) == 2
+    finally:
+        runtime.close()
+    assert b"vault_uid" not in (tmp_path / "research.db").read_bytes()
