@@ -20,7 +20,12 @@ _PIXEL_DATA = 0x7FE00010
 
 
 class Refused(ValueError):
-    """The instance cannot be admitted; the message is the quarantine reason (no PHI)."""
+    """The instance cannot be admitted; the message is the quarantine reason (no PHI). `mismatch` says the
+    dataset contradicts its SOP class or the request that carried it (rather than being unreadable)."""
+
+    def __init__(self, reason: str, *, mismatch: bool = False) -> None:
+        super().__init__(reason)
+        self.mismatch = mismatch
 
 
 def check_instance(ds: FileDataset) -> None:
@@ -32,17 +37,19 @@ def check_instance(ds: FileDataset) -> None:
         if len(value) > 64 or not _UID.match(value):
             raise Refused(f"invalid UID in {keyword}")
     if str(ds.SOPClassUID) != str(ds.file_meta.get("MediaStorageSOPClassUID", ds.SOPClassUID)):
-        raise Refused("SOPClassUID differs from MediaStorageSOPClassUID in the file meta")
+        raise Refused("SOPClassUID differs from MediaStorageSOPClassUID in the file meta", mismatch=True)
     if not str(ds.get("PatientID") or "").strip():
         raise Refused("missing PatientID: cannot assign a subject")
     _check_pixel_data(ds)
 
 
 def _check_pixel_data(ds: FileDataset) -> None:
+    if "Image Storage" in UID(str(ds.SOPClassUID)).name and _PIXEL_DATA not in ds:
+        raise Refused(f"no Pixel Data in an instance of {UID(str(ds.SOPClassUID)).name}", mismatch=True)
     if "Rows" not in ds or "Columns" not in ds:
         return
     if not any(tag in ds for tag in (_PIXEL_DATA, 0x7FE00008, 0x7FE00009)):
-        raise Refused("image attributes (Rows, Columns) without Pixel Data: truncated or incomplete")
+        raise Refused("image attributes (Rows, Columns) without Pixel Data: truncated or incomplete", mismatch=True)
     if _PIXEL_DATA not in ds or UID(ds.file_meta.TransferSyntaxUID).is_compressed:
         return
     try:
@@ -57,6 +64,14 @@ def _check_pixel_data(ds: FileDataset) -> None:
     actual = value_length(ds, _PIXEL_DATA)
     if actual < expected:
         raise Refused(f"truncated: Pixel Data has {actual} bytes, the image attributes need {expected}")
+
+
+def check_request(ds: FileDataset, *, sop_class_uid: str, sop_instance_uid: str) -> None:
+    """The dataset must be the instance the C-STORE request announced."""
+    if str(ds.SOPClassUID) != sop_class_uid:
+        raise Refused("SOPClassUID differs from the C-STORE Affected SOP Class UID", mismatch=True)
+    if str(ds.SOPInstanceUID) != sop_instance_uid:
+        raise Refused("SOPInstanceUID differs from the C-STORE Affected SOP Instance UID", mismatch=True)
 
 
 def burned_in_reason(ds: FileDataset) -> str | None:

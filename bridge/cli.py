@@ -42,6 +42,8 @@ def _settings(config: Path | None) -> Settings:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # pynetdicom logs dataset attributes (original UIDs, IDs) at DEBUG and every request at INFO
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     return settings
 
 
@@ -132,6 +134,14 @@ def status(
     for c in counts:
         table.add_row(c.name, *(str(n) for n in (c.subjects, c.timepoints, c.series, c.instances, c.quarantined)))
     Console().print(table)
+
+
+@app.command()
+def serve(config: ConfigOption = None) -> None:
+    """Run the DICOM listener (C-ECHO, C-STORE) and the ingest workers until SIGTERM or Ctrl-C."""
+    from bridge.serve import serve as run_service
+
+    run_service(_settings(config))
 
 
 @db_app.command("upgrade")

@@ -6,6 +6,7 @@ Relative paths are relative to the working directory the service is started in.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -102,10 +103,73 @@ class TrialSettings(Section):
     coordinating_center: str = Field(default="", max_length=64)
 
 
+AE_TITLE = r"^[ -\[\]-~]{1,16}$"  # printable ASCII without backslash, at most 16 characters
+
+
+class CallerSettings(Section):
+    """A calling AE title allowed to send to a project, optionally only from given IP addresses."""
+
+    ae_title: str = Field(pattern=AE_TITLE)
+    addresses: list[str] = []
+
+    @field_validator("addresses")
+    @classmethod
+    def _ip(cls, value: list[str]) -> list[str]:
+        for address in value:
+            ipaddress.ip_network(address, strict=False)  # raises ValueError naming the bad one
+        return value
+
+
+class ProjectDimseSettings(Section):
+    """How the DICOM listener routes to this project: the called AE title, and who may call it."""
+
+    ae_title: str | None = Field(default=None, pattern=AE_TITLE)
+    allowed_callers: list[CallerSettings] = []
+
+
 class ProjectSettings(Section):
     subject_prefix: str = Field(pattern=r"^[A-Z0-9]{1,16}$")
     deid: DeidSettings = DeidSettings()
     trial: TrialSettings = TrialSettings()
+    dimse: ProjectDimseSettings = ProjectDimseSettings()
+
+
+class TlsSettings(Section):
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None  # when set, callers must present a certificate signed by it
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.ca_file and not self.cert_file:
+            raise ValueError("ca_file (client certificate check) needs cert_file and key_file")
+        for path in (self.cert_file, self.key_file, self.ca_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+class DimseSettings(Section):
+    """The DICOM listener of `serve`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=1, le=65535)
+    ae_title: str = Field(default="PACS_BRIDGE", pattern=AE_TITLE)
+    default_project: str | None = None  # project for calls to `ae_title` itself
+    max_associations: int = Field(default=32, ge=1, le=1000)
+    max_pdu_size: int = Field(default=4 * 1024 * 1024, ge=0)
+    acse_timeout: float = Field(default=30, gt=0)
+    dimse_timeout: float = Field(default=60, gt=0)
+    network_timeout: float = Field(default=60, gt=0)
+    min_free_space_mb: int = Field(default=1024, ge=0)
+    workers: int = Field(default=2, ge=1, le=64)
+    tls: TlsSettings = TlsSettings()
 
 
 class Settings(BaseSettings):
@@ -116,6 +180,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     security: SecuritySettings = SecuritySettings()
     projects: dict[str, ProjectSettings] = {}
+    dimse: DimseSettings = DimseSettings()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("projects")
@@ -125,6 +190,22 @@ class Settings(BaseSettings):
             if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
                 raise ValueError(f"project name {name!r}: use letters, digits, '-' and '_' (at most 64)")
         return value
+
+    @model_validator(mode="after")
+    def _routing(self) -> Settings:
+        """Called AE titles must be unique and the default project must exist."""
+        titles: dict[str, str] = {}
+        for name, project in self.projects.items():
+            title = project.dimse.ae_title
+            if title is None:
+                continue
+            if title == self.dimse.ae_title or title in titles:
+                other = titles.get(title, "dimse.ae_title")
+                raise ValueError(f"projects.{name}.dimse.ae_title {title!r} is also used by {other}")
+            titles[title] = f"projects.{name}"
+        if self.dimse.default_project and self.dimse.default_project not in self.projects:
+            raise ValueError(f"dimse.default_project {self.dimse.default_project!r} is not a configured project")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -172,7 +253,7 @@ def load_settings(path: Path | None) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"])
+            key = ".".join(str(part) for part in error["loc"]) or "configuration"
             problems.append(f"  {key}: {error['msg']}")
         raise ConfigError(f"invalid configuration ({source}):\n" + "\n".join(problems)) from None
 

@@ -192,8 +192,20 @@ def test_two_imports_at_once_store_everything_once(tmp_path: Path, database_url:
     config = write_config(tmp_path, database_url)
     run("db", "upgrade", "--config", str(config), cwd=tmp_path)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PACS_BRIDGE_")}
-    command = [sys.executable, "-m", "bridge", "import", str(folder), "--project", "lung", "--config", str(config),
-               "--workers", "2", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "bridge",
+        "import",
+        str(folder),
+        "--project",
+        "lung",
+        "--config",
+        str(config),
+        "--workers",
+        "2",
+        "--json",
+    ]
     with (
         subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, text=True) as first,
         subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, text=True) as second,

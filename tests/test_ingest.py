@@ -138,7 +138,10 @@ def test_days_from_baseline_are_recomputed_when_an_earlier_study_arrives(runtime
     [
         (lambda ds: delattr(ds, "SOPInstanceUID"), "missing SOPInstanceUID"),
         (lambda ds: setattr(ds, "BurnedInAnnotation", "YES"), "burned-in annotation"),
-        (lambda ds: (delattr(ds, "BurnedInAnnotation"), setattr(ds, "Modality", "US")), "US without BurnedInAnnotation"),
+        (
+            lambda ds: (delattr(ds, "BurnedInAnnotation"), setattr(ds, "Modality", "US")),
+            "US without BurnedInAnnotation",
+        ),
         (lambda ds: delattr(ds, "PatientID"), "missing PatientID"),
         (lambda ds: setattr(ds, "StudyInstanceUID", "1.2.03.x"), "invalid UID in StudyInstanceUID"),
     ],

@@ -1,0 +1,1 @@
+"""DIMSE edge: the DICOM listener. Protocol in, one service call, status out."""
