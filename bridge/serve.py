@@ -73,10 +73,9 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
 def _stop(server: object, workers: IngestWorkers, settings: Settings) -> None:
     server.shutdown()  # type: ignore[attr-defined]  # no new associations; the listening socket closes
     deadline = time.monotonic() + settings.dimse.dimse_timeout
-    while (active := server.active_associations) and time.monotonic() < deadline:  # type: ignore[attr-defined]
+    while server.active_associations and time.monotonic() < deadline:  # type: ignore[attr-defined]
         time.sleep(0.1)
     for association in server.active_associations:  # type: ignore[attr-defined]
         logger.warning("aborting an association still open after dimse.dimse_timeout")
         association.abort()
     workers.stop(timeout=settings.dimse.dimse_timeout)
-    del active

@@ -24,6 +24,7 @@ from storage.audit import record_event
 logger = logging.getLogger(__name__)
 
 LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"  # newer than pydicom 3.0's dictionary
+VERIFICATION = "1.2.840.10008.1.1"
 _NOT_INSTANCES = {"1.2.840.10008.1.3.10"}  # Media Storage Directory Storage (DICOMDIR)
 
 
@@ -54,7 +55,7 @@ def build_ae(settings: DimseSettings) -> AE:
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
     ae.network_timeout = settings.network_timeout
-    ae.add_supported_context(sop_class.Verification)
+    ae.add_supported_context(VERIFICATION)
     for uid in storage_sop_classes():
         ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
     return ae
