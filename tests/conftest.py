@@ -72,6 +72,21 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
         opened.close()
 
 
+def config_head(folder: Path, database_url: str, log_level: str = "INFO") -> str:
+    """The TOML every test configuration starts with: database, folders and secret under `folder`."""
+    return f"""
+log_level = "{log_level}"
+[database]
+url = "{database_url}"
+[storage]
+store_dir = "{folder / "store"}"
+quarantine_dir = "{folder / "quarantine"}"
+spool_dir = "{folder / "spool"}"
+[security]
+secret_file = "{folder / "secret.key"}"
+"""
+
+
 def dciodvfy_errors(path: Path) -> list[str]:
     """The error lines dciodvfy (dicom3tools, the reference validator) reports for a file."""
     if shutil.which("dciodvfy") is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import factory
+from tests.conftest import config_head
 
 pytestmark = pytest.mark.integration
 
@@ -18,16 +19,8 @@ pytestmark = pytest.mark.integration
 def write_config(folder: Path, database_url: str, extra: str = "") -> Path:
     config = folder / "bridge.toml"
     config.write_text(
-        f"""
-log_level = "DEBUG"
-[database]
-url = "{database_url}"
-[storage]
-store_dir = "{folder / "store"}"
-quarantine_dir = "{folder / "quarantine"}"
-spool_dir = "{folder / "spool"}"
-[security]
-secret_file = "{folder / "secret.key"}"
+        config_head(folder, database_url, log_level="DEBUG")
+        + f"""
 [projects.lung]
 subject_prefix = "LUNG"
 {extra}

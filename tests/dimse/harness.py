@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.conftest import config_head
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # Debian's DCMTK leaves Nagle's algorithm on otherwise
 
@@ -39,16 +41,8 @@ def write_serve_config(folder: Path, database_url: str, port: int, extra: str = 
     overridden = {line.split("=")[0].strip() for line in dimse.splitlines() if "=" in line}
     dimse_keys = "\n".join(f"{k} = {v}" for k, v in defaults.items() if k not in overridden)
     config.write_text(
-        f"""
-log_level = "INFO"
-[database]
-url = "{database_url}"
-[storage]
-store_dir = "{folder / "store"}"
-quarantine_dir = "{folder / "quarantine"}"
-spool_dir = "{folder / "spool"}"
-[security]
-secret_file = "{folder / "secret.key"}"
+        config_head(folder, database_url)
+        + f"""
 [dimse]
 {dimse_keys}
 {dimse}
