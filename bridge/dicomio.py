@@ -38,6 +38,9 @@ def read_instance(path: Path) -> FileDataset:
     """Parse the file, leaving large values in place. Raises MalformedInstance for bad or truncated files."""
     try:
         ds = dcmread(path, defer_size=DEFER_SIZE, force=not has_preamble(path))
+        if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            # deferred offsets point into the inflated body, which cannot be read back from the file
+            ds = dcmread(path)
     except OSError:
         raise
     except Exception as exc:  # pydicom raises many types for bad input; all mean the same here
@@ -50,7 +53,7 @@ def read_instance(path: Path) -> FileDataset:
         ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID")
     size = path.stat().st_size
     for tag in ds.keys():
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
             continue
         short = raw.value_tell + raw.length > size if raw.value is None else len(raw.value) < raw.length
@@ -75,7 +78,7 @@ def looks_like_dicom(path: Path) -> bool:
 
 def value_length(ds: FileDataset, tag: int) -> int:
     """Length in bytes of a value, without loading it when it was deferred."""
-    element = ds.get_item(tag)
+    element = ds.get_item(tag, keep_deferred=True)
     if isinstance(element, RawDataElement):
         return element.length if element.value is None else len(element.value)
     return len(element.value) if element.value is not None else 0
@@ -100,11 +103,11 @@ def write_instance(out: BinaryIO, ds: FileDataset, source: Path) -> None:
     encoding = ds.get("SpecificCharacterSet", default_encoding)
     with source.open("rb") as stream:
         for tag in sorted(ds.keys()):
-            element = ds.get_item(tag)
+            element = ds.get_item(tag, keep_deferred=True)
             if _is_deferred(element):
                 _copy_element(fp, element, stream)  # type: ignore[arg-type]
             else:
-                write_data_element(fp, element, encoding)
+                write_data_element(fp, ds.get_item(tag), encoding)
 
 
 def _copy_element(fp: DicomFileLike, element: RawDataElement, stream: BinaryIO) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from bridge.spool import Spool, SpoolEntry
 logger = logging.getLogger(__name__)
 
 RESCAN_SECONDS = 30.0
+WORKER_NICENESS = 10
 RETRY_SECONDS = (1.0, 5.0, 30.0, 120.0)
 
 
@@ -35,7 +37,9 @@ class _Done:
 
 
 def _work(open_service: Callable[[], IngestService], spool_root: Path, tasks: Queue[Any], results: Queue[Any]) -> None:
-    """A worker process: ingest entries until told to stop (None)."""
+    """A worker process: ingest entries until told to stop (None). It runs at a lower CPU priority than the
+    listener: a waiting PACS is answered first, de-identification catches up when the burst is over."""
+    os.nice(WORKER_NICENESS)
     service = open_service()
     spool = Spool(spool_root)
     while (entry := tasks.get()) is not None:

@@ -139,7 +139,7 @@ class Deidentifier:
         if element == 0 or group in _OVERLAY_OR_CURVE:
             del ds[tag]  # group lengths (recomputed by nobody) and overlays/curves
             return
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)  # the VR is enough: never read a deferred value here
         vr = _vr_of(raw, tag)
         if vr is None:
             del ds[tag]  # unknown to the data dictionary: default deny

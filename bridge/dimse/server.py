@@ -36,11 +36,25 @@ def storage_sop_classes() -> list[str]:
     return sorted(known - _NOT_INSTANCES)
 
 
+class _HandshakeInAssociationThread(ssl.SSLContext):
+    """pynetdicom wraps accepted sockets in its accept loop; a handshake there, without a timeout, lets one
+    silent caller block every other association (and the stop). Defer it to the association's own thread,
+    under the network timeout."""
+
+    network_timeout: float = 60.0
+
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        sock.settimeout(self.network_timeout)
+        kwargs["do_handshake_on_connect"] = False
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
 def tls_context(settings: DimseSettings) -> ssl.SSLContext | None:
     tls = settings.tls
     if not tls.enabled:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context = _HandshakeInAssociationThread(ssl.PROTOCOL_TLS_SERVER)
+    context.network_timeout = settings.network_timeout
     context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
     if tls.ca_file:
         context.load_verify_locations(str(tls.ca_file))

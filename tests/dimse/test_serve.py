@@ -190,7 +190,6 @@ def test_sigterm_finishes_the_work(start_bridge: StartBridge, tmp_path: Path) ->
         assert db.execute("SELECT count(*) FROM instance").fetchone() == (20,)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # client sockets cut by the kill
 def test_sigkill_loses_nothing_acknowledged(start_bridge: StartBridge, tmp_path: Path, database_url: str) -> None:
     """Kill the real server (and its workers) with SIGKILL during a four-association send; restart; every
     instance answered Success is indexed, every row has its file, no partial file is left anywhere."""
