@@ -1,27 +1,34 @@
-"""`pacs-bridge serve`: start-up, the listener, the ingest workers, and a clean stop on SIGTERM/SIGINT.
+"""`pacs-bridge serve`: start-up, listeners, ingest workers, supervision, and a clean stop.
 
-Start-up drains the spool first (queues what an earlier run acknowledged but did not finish) before it
-accepts associations. Stopping refuses new associations, lets those in progress finish, then lets the
-workers finish what is queued; whatever is left stays in the spool for the next start.
+The serving process runs one listener itself and supervises the other processes: `dimse.listeners - 1`
+more listeners on the same port (SO_REUSEPORT: the kernel spreads associations over them, so receiving
+uses every core) and `dimse.workers` ingest workers. Start-up puts back what crashed processes had claimed
+from the spool, so what an earlier run acknowledged is finished first. SIGTERM/SIGINT: listeners stop
+accepting, open associations finish, workers empty the spool, then everything exits; whatever is left
+stays in the spool for the next start.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
 import signal
 import threading
 import time
+from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 from bridge.dimse.receiver import StoreReceiver
 from bridge.dimse.server import audit_with, start_listener
-from bridge.runtime import open_ingest, prepare
+from bridge.runtime import open_ingest, prepare, quiet_pydicom
 from bridge.settings import Settings
 from bridge.spool import Spool
-from bridge.workers import IngestWorkers
+from bridge.workers import run_worker
 
 logger = logging.getLogger(__name__)
+_SUPERVISE_SECONDS = 0.5
 
 
 def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
@@ -32,27 +39,24 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
     leftovers = spool.sweep()
     if leftovers:
         logger.info("removed %d partially received instances left by an earlier crash", leftovers)
+    released = spool.release_dead_claims()
+    backlog = spool.backlog()
+    if backlog:
+        logger.info("resuming %d received instances from the spool (%d were being ingested)", backlog, released)
 
-    workers = IngestWorkers(functools.partial(open_ingest, settings, "serve:ingest"), spool, settings.dimse.workers)
-    workers.start()
-    if workers.pending:
-        logger.info("resuming %d received instances from the spool", workers.pending)
-
-    ingest = open_ingest(settings, "serve:dimse")
-    receiver = StoreReceiver(
-        spool=spool,
-        ingest=ingest,
-        submit=workers.submit,
-        min_free_bytes=settings.dimse.min_free_space_mb * 1024 * 1024,
-    )
-    server = start_listener(settings, receiver, audit_with(ingest.database, "serve:dimse"))
+    context = multiprocessing.get_context("spawn")  # safe to start from a process with threads
+    processes = _Processes(settings, spool, context)
+    processes.start()
+    listener = _Listener(settings, spool, reuse_port=settings.dimse.listeners > 1)
     dimse = settings.dimse
     logger.info(
-        "listening on %s:%d as %s%s",
+        "listening on %s:%d as %s%s (%d listener processes, %d ingest workers)",
         dimse.host,
-        server.server_address[1],
+        listener.port,
         dimse.ae_title,
         " (TLS)" if dimse.tls.enabled else "",
+        dimse.listeners,
+        dimse.workers,
     )
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -63,19 +67,108 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
     try:
-        stop.wait()
+        while not stop.wait(_SUPERVISE_SECONDS):
+            processes.supervise()
     finally:
-        _stop(server, workers, settings)
-        ingest.database.dispose()
+        listener.stop(settings.dimse.dimse_timeout)
+        processes.stop(settings.dimse.dimse_timeout)
         logger.info("stopped")
 
 
-def _stop(server: object, workers: IngestWorkers, settings: Settings) -> None:
-    server.shutdown()  # type: ignore[attr-defined]  # no new associations; the listening socket closes
-    deadline = time.monotonic() + settings.dimse.dimse_timeout
-    while server.active_associations and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        time.sleep(0.1)
-    for association in server.active_associations:  # type: ignore[attr-defined]
-        logger.warning("aborting an association still open after dimse.dimse_timeout")
-        association.abort()
-    workers.stop(timeout=settings.dimse.dimse_timeout)
+class _Listener:
+    """A DICOM listener in this process: the receiver, its server, and its graceful stop."""
+
+    def __init__(self, settings: Settings, spool: Spool, *, reuse_port: bool) -> None:
+        self.ingest = open_ingest(settings, "serve:dimse")
+        receiver = StoreReceiver(
+            spool=spool, ingest=self.ingest, min_free_bytes=settings.dimse.min_free_space_mb * 1024 * 1024
+        )
+        self.server = start_listener(
+            settings, receiver, audit_with(self.ingest.database, "serve:dimse"), reuse_port=reuse_port
+        )
+        self.port = int(self.server.server_address[1])
+
+    def stop(self, grace: float) -> None:
+        """No new associations (the listening socket closes); open ones get `grace` seconds to finish."""
+        self.server.shutdown()
+        deadline = time.monotonic() + grace
+        while self.server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for association in self.server.active_associations:
+            logger.warning("aborting an association still open after dimse.dimse_timeout")
+            association.abort()
+        self.ingest.database.dispose()
+
+
+def run_listener(settings: Settings, stop: Any) -> None:
+    """Body of an extra listener process: listen on the shared port until the supervisor says stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    quiet_pydicom()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    listener = _Listener(settings, Spool(settings.storage.spool_dir), reuse_port=True)
+    stop.wait()
+    listener.stop(settings.dimse.dimse_timeout)
+
+
+class _Processes:
+    """The extra listeners and the ingest workers: started, replaced when they die, stopped in order."""
+
+    def __init__(self, settings: Settings, spool: Spool, context: Any) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.context = context
+        self.drain = context.Event()
+        self.stop_workers = context.Event()
+        self.stop_listeners = context.Event()
+        self.workers: list[BaseProcess] = []
+        self.listeners: list[BaseProcess] = []
+
+    def start(self) -> None:
+        for _ in range(self.settings.dimse.workers):
+            self.workers.append(self._worker())
+        for _ in range(self.settings.dimse.listeners - 1):
+            self.listeners.append(self._listener())
+
+    def _worker(self) -> BaseProcess:
+        open_service = functools.partial(open_ingest, self.settings, "serve:ingest")
+        process = self.context.Process(
+            target=run_worker,
+            args=(open_service, self.spool.root, self.drain, self.stop_workers),
+            name="pacs-bridge-ingest",
+            daemon=True,
+        )
+        process.start()
+        return process  # type: ignore[no-any-return]
+
+    def _listener(self) -> BaseProcess:
+        process = self.context.Process(
+            target=run_listener, args=(self.settings, self.stop_listeners), name="pacs-bridge-listener", daemon=True
+        )
+        process.start()
+        return process  # type: ignore[no-any-return]
+
+    def supervise(self) -> None:
+        """Replace dead processes; what a dead worker had claimed goes back to the spool."""
+        for group, make in ((self.workers, self._worker), (self.listeners, self._listener)):
+            for index, process in enumerate(group):
+                if not process.is_alive():
+                    logger.error("%s exited with %s; starting another", process.name, process.exitcode)
+                    group[index] = make()
+        self.spool.release_dead_claims()
+
+    def stop(self, grace: float) -> None:
+        self.stop_listeners.set()
+        for process in self.listeners:
+            process.join(grace + 5)
+        self.drain.set()  # workers finish the spool, then exit
+        deadline = time.monotonic() + grace
+        for process in self.workers:
+            process.join(max(0.1, deadline - time.monotonic()))
+        self.stop_workers.set()  # what is still unfinished stays in the spool
+        for process in self.workers + self.listeners:
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+        self.spool.release_dead_claims()

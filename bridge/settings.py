@@ -169,6 +169,7 @@ class DimseSettings(Section):
     network_timeout: float = Field(default=60, gt=0)
     min_free_space_mb: int = Field(default=1024, ge=0)
     workers: int = Field(default=2, ge=1, le=64)
+    listeners: int = Field(default=2, ge=1, le=64)
     tls: TlsSettings = TlsSettings()
 
 

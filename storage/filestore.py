@@ -80,7 +80,7 @@ def _incoming_folder(root: Path) -> Path:
     return root / INCOMING / f"{socket.gethostname()}.{os.getpid()}"
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -99,7 +99,7 @@ def sweep_incoming(root: Path) -> int:
         return 0
     for folder in base.iterdir():
         owner, _, pid = folder.name.rpartition(".")
-        if owner != host or not pid.isdigit() or _process_alive(int(pid)) and int(pid) != os.getpid():
+        if owner != host or not pid.isdigit() or process_alive(int(pid)) and int(pid) != os.getpid():
             continue
         for leftover in folder.iterdir():
             leftover.unlink(missing_ok=True)

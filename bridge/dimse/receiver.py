@@ -1,7 +1,7 @@
 """C-STORE: check the received instance, make it durable in the spool, answer. Nothing slower.
 
 pynetdicom writes the dataset to a file in the spool's incoming folder as it arrives (no decode, bounded
-memory); this admits it with one header parse, an fsync and a rename, and hands it to the ingest workers.
+memory); this admits it with one header parse, an fsync and a rename, and leaves it for the ingest workers.
 Success is answered only once the entry is durable; a refused instance is quarantined and answered with a
 failure status.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from bridge.admission import Refused, check_instance, check_request
 from bridge.dicomio import MalformedInstance, read_instance
 from bridge.dimse import status
 from bridge.ingest import IngestService
-from bridge.spool import Spool, SpoolEntry
+from bridge.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +29,10 @@ class StoreReceiver:
         *,
         spool: Spool,
         ingest: IngestService,
-        submit: Callable[[SpoolEntry], None],
         min_free_bytes: int,
     ) -> None:
         self.spool = spool
         self.ingest = ingest
-        self.submit = submit
         self.min_free_bytes = min_free_bytes
         self._projects: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
@@ -60,6 +57,5 @@ class StoreReceiver:
         except (MalformedInstance, Refused) as problem:
             self.ingest.refuse(path, project=project, reason=str(problem), source=source)
             return status.status_for(problem)
-        entry = self.spool.admit(path, project=project, source=source)
-        self.submit(entry)
+        self.spool.admit(path, project=project, source=source)  # the workers find it there
         return status.SUCCESS

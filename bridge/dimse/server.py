@@ -10,6 +10,7 @@ import logging
 import socket
 import ssl
 import tempfile
+import threading
 from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
@@ -75,7 +76,19 @@ def build_ae(settings: DimseSettings) -> AE:
     return ae
 
 
-def start_listener(settings: Settings, receiver: StoreReceiver, audit: Any) -> ThreadedAssociationServer:
+class _SharedPortServer(ThreadedAssociationServer):
+    """Binds with SO_REUSEPORT: several listener processes accept on one port, the kernel spreads the
+    connections over them."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+def start_listener(
+    settings: Settings, receiver: StoreReceiver, audit: Any, *, reuse_port: bool = False
+) -> ThreadedAssociationServer:
     """Start accepting associations (non-blocking). `audit(action, detail)` records rejected attempts."""
     _config.STORE_RECV_CHUNKED_DATASET = True  # write received datasets to a file, not to memory
     tempfile.tempdir = str(receiver.spool.incoming)  # ... in the spool, so that admission is a rename
@@ -105,17 +118,18 @@ def start_listener(settings: Settings, receiver: StoreReceiver, audit: Any) -> T
     ae = build_ae(settings.dimse)
     handlers: Any = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_C_ECHO, on_echo), (evt.EVT_C_STORE, on_store)]
     try:
-        server = ae.start_server(
+        server = ae.make_server(
             (settings.dimse.host, settings.dimse.port),
-            block=False,
             evt_handlers=handlers,
             ssl_context=tls_context(settings.dimse),
+            server_class=_SharedPortServer if reuse_port else ThreadedAssociationServer,
         )
     except OSError as exc:
         raise ConfigError(
             f"dimse.host/dimse.port {settings.dimse.host}:{settings.dimse.port}: cannot listen ({exc.strerror})"
         ) from None
-    assert server is not None
+    threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True).start()
+    ae._servers.append(server)  # as AE.start_server does: server.shutdown() removes it again
     return server
 
 
