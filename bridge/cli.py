@@ -30,6 +30,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+_LISTED = 10  # files listed by name in the human summary
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="TOML configuration (default: $PACS_BRIDGE_CONFIG or ./config/bridge.toml)"),
@@ -108,10 +109,11 @@ def _print_summary(summary: ImportSummary, as_json: bool) -> None:
     )
     for reason, count in summary.quarantined.most_common():
         out.print(f"  quarantined {count}: {reason}")
-    for line in summary.unreadable:
-        out.print(f"  unreadable: {line}")
-    for line in summary.failed:
-        out.print(f"  failed (see the log): {line}")
+    for label, lines in (("unreadable", summary.unreadable), ("failed (see the log)", summary.failed)):
+        for line in lines[:_LISTED]:
+            out.print(f"  {label}: {line}")
+        if len(lines) > _LISTED:
+            out.print(f"  ... and {len(lines) - _LISTED} more {label.split()[0]} (--json lists them all)")
 
 
 @app.command()

@@ -15,7 +15,7 @@ from pydicom import dcmread
 from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileDataset
-from pydicom.filebase import DicomFileLike
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
 from pydicom.uid import (
     UID,
@@ -89,44 +89,73 @@ def _is_deferred(element: object) -> bool:
 
 
 def write_instance(out: BinaryIO, ds: FileDataset, source: Path) -> None:
-    """Write `ds` as a Part 10 file, streaming deferred values from `source` (the file it was read from)."""
+    """Write `ds` as a Part 10 file, streaming deferred values from `source` (the file it was read from).
+
+    Elements still as read (raw) are written back as their bytes with a new header; only the elements
+    de-identification changed go through pydicom's encoder.
+    """
     transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         # the deflated body must be compressed as a whole; deferred values are read by pydicom
         dcmwrite(out, ds, enforce_file_format=True)
         return
-    fp = DicomFileLike(out)
-    fp.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
-    fp.is_implicit_VR = transfer_syntax.is_implicit_VR
-    fp.is_little_endian = transfer_syntax.is_little_endian
+    implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
+    meta = DicomBytesIO()
+    meta.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+    pending = bytearray(meta.getvalue())
     encoding = ds.get("SpecificCharacterSet", default_encoding)
     with source.open("rb") as stream:
         for tag in sorted(ds.keys()):
             element = ds.get_item(tag, keep_deferred=True)
             if _is_deferred(element):
-                _copy_element(fp, element, stream)  # type: ignore[arg-type]
+                out.write(pending)
+                pending.clear()
+                _copy_element(out, element, stream, implicit=implicit, little=little)  # type: ignore[arg-type]
+            elif (raw := _raw_bytes(element, implicit=implicit, little=little)) is not None:
+                pending += raw
             else:
-                write_data_element(fp, ds.get_item(tag), encoding)
+                encoder = DicomBytesIO()
+                encoder.is_implicit_VR, encoder.is_little_endian = implicit, little
+                write_data_element(encoder, ds.get_item(tag), encoding)
+                pending += encoder.getvalue()
+    out.write(pending)
 
 
-def _copy_element(fp: DicomFileLike, element: RawDataElement, stream: BinaryIO) -> None:
-    endian = "<" if fp.is_little_endian else ">"
-    group, number = element.tag >> 16, element.tag & 0xFFFF
-    header = struct.pack(f"{endian}HH", group, number)
-    if fp.is_implicit_VR:
-        header += struct.pack(f"{endian}L", element.length)
-    else:
-        vr = element.VR or "UN"
-        if vr not in _LONG_VRS:
-            raise MalformedInstance(f"element {element.tag} too long for its VR {vr}")
-        header += vr.encode("ascii") + b"\x00\x00" + struct.pack(f"{endian}L", element.length)
-    fp.write(header)
+def _header(tag: int, vr: str | None, length: int, *, implicit: bool, little: bool) -> bytes | None:
+    """The element header for the transfer syntax, or None when the VR cannot hold the length."""
+    endian = "<" if little else ">"
+    header = struct.pack(f"{endian}HH", tag >> 16, tag & 0xFFFF)
+    if implicit:
+        return header + struct.pack(f"{endian}L", length)
+    if not vr or len(vr) != 2:
+        return None
+    if vr in _LONG_VRS:
+        return header + vr.encode("ascii") + b"\x00\x00" + struct.pack(f"{endian}L", length)
+    if length > 0xFFFF:
+        return None
+    return header + vr.encode("ascii") + struct.pack(f"{endian}H", length)
+
+
+def _raw_bytes(element: object, *, implicit: bool, little: bool) -> bytes | None:
+    """An untouched element with a defined length, as bytes; None when it needs pydicom's encoder."""
+    if not isinstance(element, RawDataElement) or element.length == 0xFFFFFFFF:
+        return None
+    value = element.value or b""
+    header = _header(element.tag, element.VR, len(value), implicit=implicit, little=little)
+    return None if header is None else header + value
+
+
+def _copy_element(out: BinaryIO, element: RawDataElement, stream: BinaryIO, *, implicit: bool, little: bool) -> None:
+    header = _header(element.tag, element.VR or "UN", element.length, implicit=implicit, little=little)
+    if header is None:
+        raise MalformedInstance(f"element {element.tag} too long for its VR {element.VR}")
+    out.write(header)
     stream.seek(element.value_tell)
     remaining = element.length
     while remaining:
         chunk = stream.read(min(_CHUNK, remaining))
         if not chunk:
             raise MalformedInstance(f"truncated: element {element.tag} ends beyond the end of the file")
-        fp.write(chunk)
+        out.write(chunk)
         remaining -= len(chunk)

@@ -16,6 +16,7 @@ from storage import vault
 from storage.models import AuditEvent, Instance, QuarantineItem, Series, Subject, Timepoint
 from storage.vault import VaultCipher, VaultStudy, VaultSubject, VaultUid
 from tests import factory
+from tests.conftest import dciodvfy_errors
 
 
 def ingest_all(runtime: Runtime, paths: list[Path], project: str = "lung") -> list[Outcome]:
@@ -235,3 +236,26 @@ def test_vault_in_its_own_database_holds_what_the_research_database_does_not(tmp
     finally:
         runtime.close()
     assert b"vault_uid" not in (tmp_path / "research.db").read_bytes()
+
+
+@pytest.mark.integration
+def test_stored_files_pass_the_validator_and_read_back_equal(runtime: Runtime, tmp_path: Path) -> None:
+    """The store's writer copies untouched elements as bytes: what it writes must be what pydicom would."""
+    patient = factory.make_patient(6)
+    images = factory.make_series(patient, count=2)
+    datasets = [
+        *images,
+        factory.make_mr(patient),
+        factory.make_pt(patient),
+        factory.make_sr(patient, images),
+        factory.make_seg(images),
+    ]
+    paths = factory.write_files(datasets, tmp_path / "in")
+    assert ingest_all(runtime, paths) == [Outcome.STORED] * len(datasets)
+    for instance in rows(runtime, Instance):
+        stored = runtime.settings.storage.store_dir / instance.path
+        assert dciodvfy_errors(stored) == []
+        ours = pydicom.dcmread(stored)
+        again = tmp_path / "again.dcm"
+        ours.save_as(again, enforce_file_format=True)
+        assert pydicom.dcmread(again) == ours
