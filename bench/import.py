@@ -18,7 +18,6 @@ target is a ratio of at most 3. Exits 1 if the import does not store every gener
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -31,13 +30,12 @@ import tomllib
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any, NoReturn
 
 import pydicom
+from common import REPO, clean_env, cli_path, load_factory
 from pydicom.uid import generate_uid
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 3.0
 PROJECT = "demo"
 FIRST_DATE = date(2024, 1, 5)
@@ -72,18 +70,6 @@ class Timing:
     def mb_per_s(self) -> float:
         """Input megabytes (10^6 bytes) per second."""
         return self.size_bytes / 1e6 / self.seconds
-
-
-def load_factory() -> ModuleType:
-    """Import ``tests/factory.py`` from the repository root (``tests`` is not an installed package)."""
-    path = REPO / "tests" / "factory.py"
-    spec = importlib.util.spec_from_file_location("pacs_bridge_test_factory", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load the DICOM factory from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def generate_corpus(root: Path, subjects: int, timepoints: int, slices: int, size: int) -> Corpus:
@@ -179,22 +165,6 @@ def write_config(workdir: Path) -> Path:
     path = workdir / "bridge.toml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def cli_path() -> str:
-    """The ``pacs-bridge`` script next to this interpreter (the venv), else the one on PATH."""
-    beside = Path(sys.executable).parent / "pacs-bridge"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("pacs-bridge")
-    if found is None:
-        raise SystemExit("pacs-bridge not found: run with the project's venv (.venv/bin/python bench/import.py)")
-    return found
-
-
-def clean_env() -> dict[str, str]:
-    """The environment without PACS_BRIDGE_* variables, so the benchmark config is the only source."""
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith("PACS_BRIDGE_")}
 
 
 def run_cli(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:

@@ -28,7 +28,6 @@ the targets for the four-association 0.5 MB run: acknowledged >= 1.0x Orthanc, i
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -49,9 +48,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
+from common import clean_env, cli_path, load_factory
 from pydicom.uid import generate_uid
 
-REPO = Path(__file__).resolve().parent.parent
 RECEIVERS = ("storescp", "orthanc", "bridge")
 ASSOCIATIONS = (1, 4)
 CALLING_AE = "BENCHSCU"
@@ -115,18 +114,6 @@ def fail(message: str, details: str = "") -> NoReturn:
 # --------------------------------------------------------------------------
 
 
-def load_factory() -> ModuleType:
-    """Import ``tests/factory.py`` from the repository root (``tests`` is not an installed package)."""
-    path = REPO / "tests" / "factory.py"
-    spec = importlib.util.spec_from_file_location("pacs_bridge_test_factory", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load the DICOM factory from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def generate_corpus(factory: ModuleType, root: Path, name: str, count: int, size: int, first_patient: int) -> Corpus:
     """``count`` CT slices of ``size`` x ``size`` uint16 over PATIENTS patients x SERIES_PER_PATIENT series.
 
@@ -177,22 +164,6 @@ def free_port() -> int:
 def dcmtk_env() -> dict[str, str]:
     """The environment with ``TCP_NODELAY=1`` (Debian's DCMTK and Orthanc leave Nagle's algorithm on otherwise)."""
     return {**os.environ, "TCP_NODELAY": "1"}
-
-
-def clean_env() -> dict[str, str]:
-    """The environment without PACS_BRIDGE_* variables, so the benchmark config is the only source."""
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith("PACS_BRIDGE_")}
-
-
-def cli_path() -> str:
-    """The ``pacs-bridge`` script next to this interpreter (the venv), else the one on PATH."""
-    beside = Path(sys.executable).parent / "pacs-bridge"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("pacs-bridge")
-    if found is None:
-        raise SystemExit("pacs-bridge not found: run with the project's venv (.venv/bin/python bench/ingest.py)")
-    return found
 
 
 def require_tools() -> None:

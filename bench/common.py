@@ -1,0 +1,40 @@
+"""What the benchmarks share: the repository's DICOM factory, the CLI, an environment without overrides."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_factory() -> ModuleType:
+    """Import ``tests/factory.py`` from the repository root (``tests`` is not an installed package)."""
+    path = REPO / "tests" / "factory.py"
+    spec = importlib.util.spec_from_file_location("pacs_bridge_test_factory", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load the DICOM factory from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def cli_path() -> str:
+    """The ``pacs-bridge`` script next to this interpreter (the venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "pacs-bridge"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("pacs-bridge")
+    if found is None:
+        raise SystemExit("pacs-bridge not found: run with the project's venv (.venv/bin/python bench/NAME.py)")
+    return found
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without PACS_BRIDGE_* variables, so the benchmark config is the only source."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("PACS_BRIDGE_")}
