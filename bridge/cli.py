@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bridge.importer import ImportSummary, discover, import_files
-from bridge.runtime import open_database, open_ingest, prepare
+from bridge.runtime import database_for, open_database, open_ingest, prepare
 from bridge.settings import ConfigError, Settings, config_path, load_settings
 from storage import index, migrate
 
@@ -150,9 +150,7 @@ def serve(config: ConfigOption = None) -> None:
 def db_upgrade(config: ConfigOption = None) -> None:
     """Create or migrate the research and vault schemas to the current version."""
     settings = _settings(config)
-    from storage.db import Database
-
-    database = Database(settings.database.url, settings.database.vault_url or None)
+    database = database_for(settings)
     try:
         migrate.upgrade(database)
     finally:

@@ -100,8 +100,8 @@ class IngestService:
         """Keep the bytes in quarantine with the reason, index the refusal, audit it. The same bytes refused
         twice for the same project are kept once."""
         digest = sha256_of(path)
+        project_id = self.project_id(project) if project else None
         with self.database.unit_of_work() as work:
-            project_id = self.project_id(work, project) if project else None
             if index.find_quarantined(work.research, project_id=project_id, sha256=digest):
                 return IngestResult(Outcome.QUARANTINED, reason=reason)
         kept = self.quarantine.keep(path, project=project, reason=reason, origin=origin or str(path))
@@ -127,9 +127,11 @@ class IngestService:
         logger.warning("quarantined an instance for project %s: %s", project, reason)
         return IngestResult(Outcome.QUARANTINED, reason=reason)
 
-    def project_id(self, work: UnitOfWork, name: str) -> int:
+    def project_id(self, name: str) -> int:
+        """The project's row id, created (and committed) on first use."""
         if name not in self._project_ids:
-            project = index.ensure_project(work.research, name)
+            with self.database.unit_of_work() as work:
+                project = index.ensure_project(work.research, name)
             assert project.id is not None
             self._project_ids[name] = project.id
         return self._project_ids[name]
@@ -140,8 +142,8 @@ class IngestService:
         pseudo_sop = original_sop if context.retain_uids else values.pseudo_uid(context.key, original_sop)
         identity, accession = _identity_of(ds), str(ds.get("AccessionNumber") or "")
         patient_key = values.patient_key(context.key, identity.issuer, identity.patient_id)
+        project_id = self.project_id(context.name)
         with self.database.unit_of_work() as work:
-            project_id = self.project_id(work, context.name)
             if index.find_instance(work.research, project_id=project_id, sop_instance_uid=pseudo_sop):
                 return IngestResult(Outcome.DUPLICATE, sop_instance_uid=pseudo_sop)
         subject_code = self._subject_code(context, patient_key, identity)

@@ -10,7 +10,7 @@ import pydicom.config
 
 from bridge.ingest import IngestService
 from bridge.keys import load_keys
-from bridge.projects import ProjectContext, build_projects
+from bridge.projects import build_projects
 from bridge.quarantine import Quarantine
 from bridge.settings import ConfigError, Settings
 from storage import migrate
@@ -25,16 +25,20 @@ logger = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     database: Database
-    projects: dict[str, ProjectContext]
     ingest: IngestService
 
     def close(self) -> None:
         self.database.dispose()
 
 
+def database_for(settings: Settings) -> Database:
+    """Engines for the configured research database and vault (not migrated)."""
+    return Database(settings.database.url, settings.database.vault_url or None)
+
+
 def open_database(settings: Settings) -> Database:
     """The database, migrated when `auto_migrate` is on; otherwise it must already be current."""
-    database = Database(settings.database.url, settings.database.vault_url or None)
+    database = database_for(settings)
     if settings.database.auto_migrate:
         migrate.upgrade(database)
     elif not migrate.is_current(database):
@@ -64,7 +68,7 @@ def open_ingest(settings: Settings, actor: str, database: Database | None = None
     quiet_pydicom()
     keys = load_keys(settings.security)
     return IngestService(
-        database=database or Database(settings.database.url, settings.database.vault_url or None),
+        database=database or database_for(settings),
         store=FileStore(settings.storage.store_dir),
         quarantine=Quarantine(settings.storage.quarantine_dir),
         projects=build_projects(settings, keys),
@@ -75,6 +79,6 @@ def open_ingest(settings: Settings, actor: str, database: Database | None = None
 
 def open_runtime(settings: Settings, *, actor: str | None = None) -> Runtime:
     prepare(settings)
-    database = Database(settings.database.url, settings.database.vault_url or None)
+    database = database_for(settings)
     ingest = open_ingest(settings, actor or f"user:{getpass.getuser()}", database)
-    return Runtime(settings=settings, database=database, projects=ingest.projects, ingest=ingest)
+    return Runtime(settings=settings, database=database, ingest=ingest)

@@ -44,10 +44,10 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
     if backlog:
         logger.info("resuming %d received instances from the spool (%d were being ingested)", backlog, released)
 
+    listener = _Listener(settings, spool, reuse_port=settings.dimse.listeners > 1)  # fails early: port taken
     context = multiprocessing.get_context("spawn")  # safe to start from a process with threads
     processes = _Processes(settings, spool, context)
     processes.start()
-    listener = _Listener(settings, spool, reuse_port=settings.dimse.listeners > 1)
     dimse = settings.dimse
     logger.info(
         "listening on %s:%d as %s%s (%d listener processes, %d ingest workers)",
