@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import sqlite3
 import subprocess
 import threading
@@ -253,3 +254,20 @@ def test_sigkill_loses_nothing_acknowledged(start_bridge: StartBridge, tmp_path:
     indexed = {uid for uid, _, _ in rows}
     assert {pseudo_uid(key, sop) for sop in acknowledged} <= indexed
     assert spool_files(tmp_path) == []
+
+
+def test_a_taken_port_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    from tests.dimse.harness import REPOSITORY, write_serve_config
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_serve_config(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}", port, dimse="listeners = 1")
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge", "serve", "--config", str(config)],
+            cwd=REPOSITORY, capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port}: cannot listen (Address already in use)" in result.stderr
+    assert "Traceback" not in result.stderr
