@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import getpass
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bridge.importer import ImportSummary, discover, import_files
+from bridge.logs import configure_logging
 from bridge.runtime import database_for, open_database, open_ingest, prepare
 from bridge.settings import ConfigError, Settings, config_path, load_settings
 from storage import index, migrate
@@ -39,12 +39,7 @@ ConfigOption = Annotated[
 
 def _settings(config: Path | None) -> Settings:
     settings = load_settings(config_path(config))
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    # pynetdicom logs dataset attributes (original UIDs, IDs) at DEBUG and every request at INFO
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    configure_logging(settings.log_level)
     return settings
 
 

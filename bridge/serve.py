@@ -22,7 +22,8 @@ from typing import Any
 
 from bridge.dimse.receiver import StoreReceiver
 from bridge.dimse.server import audit_with, start_listener
-from bridge.runtime import open_ingest, prepare, quiet_pydicom
+from bridge.logs import configure_logging
+from bridge.runtime import open_ingest, prepare
 from bridge.settings import Settings
 from bridge.spool import Spool
 from bridge.workers import run_worker
@@ -104,9 +105,7 @@ def run_listener(settings: Settings, stop: Any) -> None:
     """Body of an extra listener process: listen on the shared port until the supervisor says stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    quiet_pydicom()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    configure_logging(settings.log_level)
     listener = _Listener(settings, Spool(settings.storage.spool_dir), reuse_port=True)
     stop.wait()
     listener.stop(settings.dimse.dimse_timeout)
@@ -135,7 +134,7 @@ class _Processes:
         open_service = functools.partial(open_ingest, self.settings, "serve:ingest")
         process = self.context.Process(
             target=run_worker,
-            args=(open_service, self.spool.root, self.drain, self.stop_workers),
+            args=(open_service, self.spool.root, self.drain, self.stop_workers, self.settings.log_level),
             name="pacs-bridge-ingest",
             daemon=True,
         )

@@ -17,6 +17,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from bridge.ingest import IngestService
+from bridge.logs import configure_logging
 from bridge.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,13 @@ IDLE_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 60.0
 
 
-def run_worker(open_service: Callable[[], IngestService], spool_root: Path, drain: Event, stop: Event) -> None:
+def run_worker(
+    open_service: Callable[[], IngestService], spool_root: Path, drain: Event, stop: Event, log_level: str
+) -> None:
     """Worker process body: ingest claimed entries until `stop`, or until the spool is empty once `drain`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure_logging(log_level)
     os.nice(WORKER_NICENESS)
     service = open_service()
     spool = Spool(spool_root)

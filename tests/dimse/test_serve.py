@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import socket
-import sys
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -84,6 +84,11 @@ def test_echo_store_and_index_with_dcmtk(start_bridge: StartBridge, tmp_path: Pa
     while spool_files(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert spool_files(tmp_path) == []  # each entry is cleared once ingested
+    bridge.stop()
+    log = bridge.log.read_text()
+    for ds in images + others:
+        for secret in (patient.patient_id, str(ds.SOPInstanceUID), str(ds.StudyInstanceUID), str(ds.AccessionNumber)):
+            assert secret not in log, "identified data in the service log"
 
 
 def test_unknown_called_or_calling_ae_is_rejected_and_audited(start_bridge: StartBridge, tmp_path: Path) -> None:
@@ -266,7 +271,10 @@ def test_a_taken_port_is_a_clear_start_up_error(tmp_path: Path) -> None:
         config = write_serve_config(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}", port, dimse="listeners = 1")
         result = subprocess.run(
             [sys.executable, "-m", "bridge", "serve", "--config", str(config)],
-            cwd=REPOSITORY, capture_output=True, text=True, timeout=120,
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert result.returncode == 2
     assert f"127.0.0.1:{port}: cannot listen (Address already in use)" in result.stderr
