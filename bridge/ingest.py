@@ -138,21 +138,28 @@ class IngestService:
 
     def _store(self, ds: FileDataset, path: Path, context: ProjectContext, source: str) -> IngestResult:
         """Short transactions around the slow part: nothing is locked while de-identifying and writing."""
-        original_sop = str(ds.SOPInstanceUID)
-        pseudo_sop = original_sop if context.retain_uids else values.pseudo_uid(context.key, original_sop)
+
+        def pseudo(keyword: str) -> str:
+            original = str(ds[keyword].value).strip("\x00 ")
+            return original if context.retain_uids else values.pseudo_uid(context.key, original)
+
+        pseudo_sop = pseudo("SOPInstanceUID")
+        relative = self.store.relative_path(
+            context.name, pseudo("StudyInstanceUID"), pseudo("SeriesInstanceUID"), pseudo_sop
+        )
         identity, accession = _identity_of(ds), str(ds.get("AccessionNumber") or "")
         patient_key = values.patient_key(context.key, identity.issuer, identity.patient_id)
         project_id = self.project_id(context.name)
-        with self.database.unit_of_work() as work:
-            if index.find_instance(work.research, project_id=project_id, sop_instance_uid=pseudo_sop):
-                return IngestResult(Outcome.DUPLICATE, sop_instance_uid=pseudo_sop)
+        # Only a file already in the store can mean a resend; the index decides (a crash can leave a file
+        # without its row). New instances, the common case, skip this transaction.
+        if self.store.path(relative).exists():
+            with self.database.unit_of_work() as work:
+                if index.find_instance(work.research, project_id=project_id, sop_instance_uid=pseudo_sop):
+                    return IngestResult(Outcome.DUPLICATE, sop_instance_uid=pseudo_sop)
         subject_code = self._subject_code(context, patient_key, identity)
 
         result = deidentify(ds, self._deid_context(context, subject_code, patient_key))
         out = result.dataset
-        relative = self.store.relative_path(
-            context.name, str(out.StudyInstanceUID), str(out.SeriesInstanceUID), str(out.SOPInstanceUID)
-        )
         stored = self.store.write(relative, lambda writer: write_instance(writer, out, path))  # type: ignore[arg-type]
 
         new_pairs = [(o, p) for o, p in result.uid_map.items() if (context.name, p) not in self._recorded_uids]
