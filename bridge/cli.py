@@ -141,6 +141,100 @@ def serve(config: ConfigOption = None) -> None:
     run_service(_settings(config))
 
 
+@app.command()
+def pull(
+    remote: Annotated[str, typer.Argument(help="A configured remote: the name of a remotes entry.")],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project the studies belong to.")],
+    patient_id: Annotated[list[str], typer.Option("--patient-id", help="Patient ID (repeatable).")] = [],  # noqa: B006
+    patient_ids_file: Annotated[
+        Path | None, typer.Option("--patient-ids-file", help="CSV file, patient IDs in the first column.")
+    ] = None,
+    accession: Annotated[list[str], typer.Option("--accession", help="Accession number (repeatable).")] = [],  # noqa: B006
+    study_uid: Annotated[list[str], typer.Option("--study-uid", help="Study Instance UID (repeatable).")] = [],  # noqa: B006
+    modality: Annotated[str | None, typer.Option(help="Modality in study, e.g. CT.")] = None,
+    since: Annotated[str | None, typer.Option(help="Study date from, YYYYMMDD.")] = None,
+    until: Annotated[str | None, typer.Option(help="Study date until, YYYYMMDD.")] = None,
+    description: Annotated[str | None, typer.Option(help="Study description.")] = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Pull studies from a remote PACS over DICOMweb: fetch what the index lacks, de-identify, index."""
+    from bridge.pull import Puller, PullFilters
+    from bridge.remotes.dicomweb import DicomwebRemote, RemoteError
+    from bridge.spool import Spool
+
+    settings = _settings(config)
+    settings.project(project)
+    remote_settings = settings.remote(remote)
+    for value, name in ((since, "--since"), (until, "--until")):
+        if value is not None and not (len(value) == 8 and value.isdigit()):
+            raise ConfigError(f"{name} {value!r}: use YYYYMMDD")
+    ids = list(patient_id) + (_first_column(patient_ids_file) if patient_ids_file else [])
+    filters = PullFilters(tuple(ids), tuple(accession), tuple(study_uid), modality, since, until, description)
+    prepare(settings)
+    ingest = open_ingest(settings, f"pull:{getpass.getuser()}")
+    puller = Puller(DicomwebRemote(remote_settings), ingest, project, Spool(settings.storage.spool_dir).incoming)
+    try:
+        with Progress(
+            TextColumn("pulling studies"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=as_json or not console.is_terminal,
+        ) as bar:
+            task = bar.add_task("pull", total=None)
+            report = puller.pull(filters, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except RemoteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    finally:
+        ingest.database.dispose()
+    if as_json:
+        print(json.dumps(report.__dict__, indent=2))
+    else:
+        out = Console(soft_wrap=True, highlight=False)
+        out.print(
+            f"studies {report.studies}, series {report.series}, fetched {report.fetched}, "
+            f"already present {report.present}, quarantined {report.quarantined}, missing {report.missing}"
+        )
+        for line in report.failed:
+            out.print(f"  failed: {line}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _first_column(path: Path) -> list[str]:
+    import csv
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    with path.open(newline="", encoding="utf-8-sig") as stream:
+        rows = [row[0].strip() for row in csv.reader(stream) if row and row[0].strip()]
+    return [value for value in rows if value.lower() not in ("patientid", "patient_id", "patient id")]
+
+
+remotes_app = typer.Typer(help="Configured remote PACS.", no_args_is_help=True)
+app.add_typer(remotes_app, name="remotes")
+
+
+@remotes_app.command("check")
+def remotes_check(
+    name: Annotated[str, typer.Argument(help="A configured remote: the name of a remotes entry.")],
+    config: ConfigOption = None,
+) -> None:
+    """Say plainly what works: C-ECHO to the DIMSE node, a QIDO-RS probe of the DICOMweb service."""
+    from bridge.remotes.check import check_remote
+
+    settings = _settings(config)
+    results = check_remote(settings.remote(name), calling_ae=settings.dimse.ae_title)
+    out = Console(soft_wrap=True, highlight=False)
+    for result in results:
+        out.print(f"{'ok  ' if result.ok else 'FAIL'} {result.what}: {result.detail}")
+    if not all(result.ok for result in results):
+        raise typer.Exit(1)
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Create or migrate the research and vault schemas to the current version."""

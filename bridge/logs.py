@@ -11,3 +11,6 @@ def configure_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # pynetdicom logs dataset attributes (original UIDs, IDs) at DEBUG and every request at INFO
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # dicomweb-client logs the original study UIDs it searches; urllib3 logs request URLs (UIDs in paths)
+    logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)

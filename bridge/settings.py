@@ -10,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -155,6 +155,36 @@ class TlsSettings(Section):
         return self.cert_file is not None
 
 
+class RemoteSettings(Section):
+    """A hospital PACS the bridge pulls from: a DICOMweb base URL and/or a DIMSE node."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    dicomweb_url: str | None = Field(default=None, pattern=r"^https?://")
+    auth: Literal["none", "basic", "bearer"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    ae_title: str | None = Field(default=None, pattern=AE_TITLE)
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    timeout: float = Field(default=60, gt=0)
+    parallel: int = Field(default=4, ge=1, le=32)  # series retrieved at once
+    page_size: int = Field(default=100, ge=1, le=10000)  # QIDO-RS results asked per request (<= remote's cap)
+    retries: int = Field(default=4, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _complete(self) -> RemoteSettings:
+        if self.dicomweb_url is None and self.ae_title is None:
+            raise ValueError("a remote needs dicomweb_url, or ae_title with host and port, or both")
+        if self.ae_title is not None and (self.host is None or self.port is None):
+            raise ValueError("ae_title needs host and port")
+        if self.auth == "basic" and (self.username is None or self.password is None):
+            raise ValueError("auth = 'basic' needs username and password")
+        if self.auth == "bearer" and self.token is None:
+            raise ValueError("auth = 'bearer' needs token")
+        return self
+
+
 class DimseSettings(Section):
     """The DICOM listener of `serve`."""
 
@@ -182,6 +212,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     projects: dict[str, ProjectSettings] = {}
     dimse: DimseSettings = DimseSettings()
+    remotes: list[RemoteSettings] = []
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("projects")
@@ -204,6 +235,9 @@ class Settings(BaseSettings):
                 other = titles.get(title, "dimse.ae_title")
                 raise ValueError(f"projects.{name}.dimse.ae_title {title!r} is also used by {other}")
             titles[title] = f"projects.{name}"
+        names = [remote.name for remote in self.remotes]
+        if len(names) != len(set(names)):
+            raise ValueError(f"remotes: names must be unique ({', '.join(names)})")
         if self.dimse.default_project and self.dimse.default_project not in self.projects:
             raise ValueError(f"dimse.default_project {self.dimse.default_project!r} is not a configured project")
         return self
@@ -218,6 +252,15 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (env_settings, init_settings)  # environment over file
+
+    def remote(self, name: str) -> RemoteSettings:
+        for remote in self.remotes:
+            if remote.name == name:
+                return remote
+        known = ", ".join(r.name for r in self.remotes) or "none"
+        raise ConfigError(
+            f"unknown remote {name!r} (configured: {known}); add a [[remotes]] entry with name = {name!r}"
+        )
 
     def project(self, name: str) -> ProjectSettings:
         try:

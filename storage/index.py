@@ -131,6 +131,19 @@ def find_instance(session: Session, *, project_id: int, sop_instance_uid: str) -
     return session.exec(statement).first()
 
 
+def indexed_uids(session: Session, *, project_id: int, sop_instance_uids: list[str]) -> set[str]:
+    """Which of these (pseudo) SOP Instance UIDs the project already holds."""
+    held: set[str] = set()
+    for start in range(0, len(sop_instance_uids), 500):
+        batch = sop_instance_uids[start : start + 500]
+        statement = select(Instance.sop_instance_uid).where(
+            Instance.project_id == project_id,
+            Instance.sop_instance_uid.in_(batch),  # type: ignore[attr-defined]
+        )
+        held.update(session.exec(statement).all())
+    return held
+
+
 def add_instance(session: Session, *, instance: Instance, timepoint_id: int) -> bool:
     """Insert the instance and count it; False when it was already indexed (a resend)."""
     row = {c.name: getattr(instance, c.name) for c in Instance.__table__.c if c.name != "id"}  # type: ignore[attr-defined]

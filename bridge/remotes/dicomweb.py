@@ -1,0 +1,169 @@
+"""DICOMweb remote: QIDO-RS searches (dicomweb-client) and WADO-RS retrieval streamed to files.
+
+Retries happen here and only here: timeouts, refused connections, 5xx and 429 are retried with backoff
+(`RetriableError`); anything else, and the last failure, is reported with the remote's own message.
+Retrieval asks for `Accept-Encoding: identity` (a PACS asked for gzip compresses every instance, Orthanc
+does) and writes each part to disk as it arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+from dicomweb_client.api import DICOMwebClient
+
+from bridge.remotes.multipart import MultipartError, PartSink, boundary_of, split_parts
+from bridge.settings import RemoteSettings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_CHUNK = 1 << 20
+_ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+class RemoteError(RuntimeError):
+    """A remote refused or failed a request; the message names the remote and quotes its answer."""
+
+
+class RetriableError(RemoteError):
+    """A failure that may pass: timeout, refused connection, 5xx, 429."""
+
+
+@dataclass(frozen=True)
+class RemoteInstance:
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+
+
+_UID_LIKE = re.compile(r"(?<![\d.])(?!2\.25\.)\d+(?:\.\d+){3,}(?![\d.])")
+_ERRNO = re.compile(r"\[Errno \d+\] ([^\"')]+)")
+
+
+def redact(text: str) -> str:
+    """Messages from the remote side may quote original UIDs (in URLs, in error bodies): not in our logs."""
+    return _UID_LIKE.sub("<UID>", text)
+
+
+def _value(item: dict[str, Any], tag: str) -> str | None:
+    values = item.get(tag, {}).get("Value")
+    return str(values[0]) if values else None
+
+
+class DicomwebRemote:
+    def __init__(self, settings: RemoteSettings) -> None:
+        if settings.dicomweb_url is None:
+            raise RemoteError(f"remote {settings.name}: no dicomweb_url configured")
+        self.settings = settings
+        self.name = settings.name
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxy from the environment between the bridge and its PACS
+        if settings.auth == "basic":
+            assert settings.username is not None and settings.password is not None
+            self.session.auth = (settings.username, settings.password.get_secret_value())
+        elif settings.auth == "bearer":
+            assert settings.token is not None
+            self.session.headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
+        self.base_url = settings.dicomweb_url.rstrip("/")
+        self.client = DICOMwebClient(self.base_url, session=self.session, timeout=settings.timeout)
+        self.client.set_http_retry_params(retry=False)  # retries are this adapter's job, and only its job
+
+    # -- retries, in this one layer --------------------------------------------------------------------
+    def _call(self, what: str, action: Callable[[], T]) -> T:
+        attempts = self.settings.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._translate(what, action)
+            except RetriableError as error:
+                if attempt == attempts:
+                    raise
+                delay = min(30.0, 0.5 * 2**attempt)
+                logger.warning("%s (attempt %d of %d, again in %.1f s)", error, attempt, attempts, delay)  # redacted
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _translate(self, what: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except requests.HTTPError as exc:
+            response = exc.response
+            status = response.status_code if response is not None else 0
+            text = redact(response.text[:300].strip() if response is not None else "") or "no message"
+            error = f"remote {self.name}: {what} answered HTTP {status}: {text}"
+            if status >= 500 or status == 429:
+                raise RetriableError(error) from None
+            raise RemoteError(error) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            reason = _ERRNO.search(str(exc))
+            detail = f"{type(exc).__name__} ({reason.group(1).strip()})" if reason else type(exc).__name__
+            raise RetriableError(f"remote {self.name}: {what} failed: {detail}") from None
+        except MultipartError as exc:
+            raise RetriableError(f"remote {self.name}: {what}: {exc}") from None
+
+    # -- QIDO-RS ----------------------------------------------------------------------------------------
+    def _pages(self, what: str, search: Callable[[int, int], list[dict[str, Any]]], key: str) -> list[dict[str, Any]]:
+        """All results of a search, page by page. Some servers ignore `offset` for some filters (Orthanc 1.10
+        with ModalitiesInStudy) and would loop dicomweb-client's `get_remaining` forever: a page that brings
+        nothing new ends the search."""
+        page = self.settings.page_size
+        results: dict[str, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            items = self._call(what, lambda start=offset: search(page, start))  # type: ignore[misc]
+            new = {str(_value(item, key)): item for item in items if str(_value(item, key)) not in results}
+            results.update(new)
+            if len(items) < page or not new:
+                return list(results.values())
+            offset += len(items)
+
+    def search_studies(self, filters: dict[str, str]) -> list[dict[str, Any]]:
+        return self._pages(
+            "study search",
+            lambda limit, offset: self.client.search_for_studies(search_filters=filters, limit=limit, offset=offset),
+            "0020000D",
+        )
+
+    def search_instances(self, study_uid: str) -> list[RemoteInstance]:
+        """Every instance of a study, per the remote (the basis of the completeness check)."""
+        found = self._pages(
+            "instance search",
+            lambda limit, offset: self.client.search_for_instances(
+                study_instance_uid=study_uid, limit=limit, offset=offset
+            ),
+            "00080018",
+        )
+        instances = []
+        for item in found:
+            series, sop = _value(item, "0020000E"), _value(item, "00080018")
+            if series and sop:
+                instances.append(RemoteInstance(study_uid, series, sop))
+        return instances
+
+    def probe(self) -> str:
+        """A one-study search: proves address, authentication and QIDO support."""
+        found = self._call("QIDO-RS probe", lambda: self.client.search_for_studies(limit=1))
+        return f"QIDO-RS answers ({len(found)} study returned for limit=1)"
+
+    # -- WADO-RS ----------------------------------------------------------------------------------------
+    def retrieve(
+        self, open_part: Callable[[], PartSink], study_uid: str, series_uid: str, sop_uid: str | None = None
+    ) -> int:
+        """Stream a series (or one instance) to sinks from `open_part`; returns how many parts arrived."""
+        path = f"{self.base_url}/studies/{study_uid}/series/{series_uid}"
+        if sop_uid:
+            path += f"/instances/{sop_uid}"
+
+        def fetch() -> int:
+            headers = {"Accept": _ACCEPT_DICOM, "Accept-Encoding": "identity"}
+            with self.session.get(path, headers=headers, stream=True, timeout=self.settings.timeout) as response:
+                response.raise_for_status()
+                boundary = boundary_of(response.headers.get("Content-Type", ""))
+                return split_parts(response.iter_content(_CHUNK), boundary, open_part)
+
+        return self._call("WADO-RS retrieval", fetch)

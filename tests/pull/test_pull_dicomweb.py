@@ -1,0 +1,208 @@
+"""`pacs-bridge pull` over DICOMweb from a real Orthanc (Debian's package with its DICOMweb plugin)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import factory
+from tests.conftest import config_head
+from tests.pull.orthanc import OrthancServer, running_orthanc
+
+pytestmark = pytest.mark.integration
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
+    with running_orthanc(tmp_path / "orthanc") as server:
+        yield server
+
+
+@pytest.fixture
+def corpus(orthanc: OrthancServer, tmp_path: Path) -> list:  # type: ignore[type-arg]
+    """Three patients x two studies (CT), loaded into Orthanc."""
+    datasets = factory.make_corpus(n_patients=3, studies_per_patient=2, per_series=4)
+    orthanc.upload(factory.write_files(datasets, tmp_path / "corpus"))
+    return datasets
+
+
+def write_config(folder: Path, database_url: str, orthanc: OrthancServer, extra: str = "") -> Path:
+    config = folder / "bridge.toml"
+    config.write_text(
+        config_head(folder, database_url)
+        + f"""
+[projects.lung]
+subject_prefix = "LUNG"
+
+[[remotes]]
+name = "hospital"
+dicomweb_url = "{orthanc.dicomweb_url}"
+ae_title = "{orthanc.aet}"
+host = "127.0.0.1"
+port = {orthanc.dicom_port}
+timeout = 20
+retries = 1
+{extra}
+"""
+    )
+    return config
+
+
+def bridge(*args: str, config: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PACS_BRIDGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args, "--config", str(config)],
+        cwd=REPOSITORY,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def status(config: Path) -> dict[str, int]:
+    result = bridge("status", "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["projects"][0]  # type: ignore[no-any-return]
+
+
+def test_remotes_check_says_what_works(orthanc: OrthancServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc)
+    result = bridge("remotes", "check", "hospital", config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok   C-ECHO to ORTHANC" in result.stdout and "ok   QIDO-RS" in result.stdout
+
+    broken = write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc)
+    broken.write_text(broken.read_text().replace(orthanc.dicomweb_url, orthanc.dicomweb_url + "-nope"))
+    result = bridge("remotes", "check", "hospital", config=broken)
+    assert result.returncode == 1 and "FAIL QIDO-RS" in result.stdout and "HTTP 404" in result.stdout
+
+
+def test_pull_by_patient_indexes_what_orthanc_holds(
+    orthanc: OrthancServer,
+    corpus: list,
+    tmp_path: Path,
+    database_url: str,  # type: ignore[type-arg]
+) -> None:
+    config = write_config(tmp_path, database_url, orthanc)
+    first, second = corpus[0].PatientID, corpus[8].PatientID
+    assert first != second
+
+    result = bridge(
+        "pull", "hospital", "--project", "lung", "--patient-id", first, "--patient-id", second, "--json", config=config
+    )
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["studies"], report["series"], report["fetched"], report["present"]) == (4, 4, 16, 0)
+    assert report["failed"] == [] and report["missing"] == 0
+    assert status(config) == {
+        "name": "lung",
+        "subjects": 2,
+        "timepoints": 4,
+        "series": 4,
+        "instances": 16,
+        "quarantined": 0,
+    }
+    stored = list((tmp_path / "store" / "lung").rglob("*.dcm"))
+    assert len(stored) == 16 and all(first.encode() not in p.read_bytes() for p in stored)
+    assert not list((tmp_path / "spool").rglob("*.dcm"))  # no part left behind
+
+    again = json.loads(
+        bridge("pull", "hospital", "--project", "lung", "--patient-id", first, "--json", config=config).stdout
+    )
+    assert (again["fetched"], again["present"]) == (0, 8)  # nothing fetched twice
+
+
+def test_filters_and_a_partly_held_series(orthanc: OrthancServer, corpus: list, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc)
+    study = corpus[0]
+    held = [p for p in factory.write_files(corpus[:2], tmp_path / "held")]  # two instances of the first study
+    assert bridge("import", *map(str, held), "--project", "lung", config=config).returncode == 0
+
+    by_accession = json.loads(
+        bridge(
+            "pull", "hospital", "--project", "lung", "--accession", str(study.AccessionNumber), "--json", config=config
+        ).stdout
+    )
+    assert (by_accession["studies"], by_accession["fetched"], by_accession["present"]) == (1, 2, 2)
+
+    dates = sorted({str(ds.StudyDate) for ds in corpus})
+    by_date = json.loads(
+        bridge(
+            "pull",
+            "hospital",
+            "--project",
+            "lung",
+            "--since",
+            dates[-1],
+            "--until",
+            dates[-1],
+            "--modality",
+            "CT",
+            "--json",
+            config=config,
+        ).stdout
+    )
+    assert by_date["studies"] == 1 and by_date["fetched"] == 4
+    assert status(config)["instances"] == 8
+
+
+def test_unknown_remote_and_bad_dates_are_clear_errors(orthanc: OrthancServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc)
+    result = bridge("pull", "elsewhere", "--project", "lung", config=config)
+    assert result.returncode == 2 and "unknown remote 'elsewhere'" in result.stderr
+    result = bridge("pull", "hospital", "--project", "lung", "--since", "2024-01-01", config=config)
+    assert result.returncode == 2 and "--since" in result.stderr
+
+
+def indexed(database: Path) -> int:
+    try:
+        with sqlite3.connect(database, timeout=5) as db:
+            return int(db.execute("SELECT count(*) FROM instance").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0  # not created yet
+
+
+def test_an_interrupted_pull_completes_on_the_next_run(orthanc: OrthancServer, tmp_path: Path) -> None:
+    """Orthanc is stopped in the middle of a pull; the pull reports the failure; the next run completes."""
+    datasets = factory.make_corpus(n_patients=3, studies_per_patient=2, per_series=40)
+    orthanc.upload(factory.write_files(datasets, tmp_path / "corpus"))
+    total = len(datasets)
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PACS_BRIDGE_")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "bridge", "pull", "hospital", "--project", "lung", "--json", "--config", str(config)],
+        cwd=REPOSITORY,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as puller:
+        deadline = time.monotonic() + 60
+        while indexed(tmp_path / "b.db") < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        orthanc.stop()
+        out, err = puller.communicate(timeout=300)
+    held = status(config)["instances"]
+    assert puller.returncode != 0 and 20 <= held < total, (out, err)
+
+    orthanc.start()
+    result = bridge("pull", "hospital", "--project", "lung", "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["present"] == held and report["fetched"] == total - held and report["failed"] == []
+    assert status(config)["instances"] == total
+    logs = out + err + result.stdout + result.stderr
+    for ds in datasets:
+        for secret in (str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), str(ds.PatientID)):
+            assert secret not in logs, "identified data in the pull's output"
