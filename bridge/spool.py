@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -116,6 +117,7 @@ class Spool:
             for path in sorted(Path(owner.path).glob("*/*/*.dcm")):
                 self.unclaim(SpoolEntry(path=path, project=path.parent.parent.name, source=path.parent.name))
                 released += 1
+            shutil.rmtree(owner.path, ignore_errors=True)  # only empty folders are left
         return released
 
     def sweep(self) -> int:
