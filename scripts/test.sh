@@ -27,7 +27,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' || exit 1
 
-export PACS_BRIDGE_TEST_POSTGRES_URL="${PACS_BRIDGE_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}"
+export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}"
 .venv/bin/ruff check . || exit 1
 .venv/bin/mypy || exit 1
 .venv/bin/python -m pytest "$@"

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from bridge.runtime import Runtime, open_runtime
 from bridge.settings import Settings
 
-POSTGRES_URL = os.environ.get("PACS_BRIDGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def postgres_schema_url() -> Iterator[str]:
