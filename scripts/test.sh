@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: installs what the tests need, starts what they talk to.
-# Debian packages: dcmtk (real DICOM peers), dicom3tools (dciodvfy). PostgreSQL on 127.0.0.1:5432 (database
-# `test`, trust auth) is started if it is installed but not running. Arguments are passed to pytest.
+# Debian packages: dcmtk (real DICOM peers), dicom3tools (dciodvfy), orthanc and orthanc-dicomweb (the PACS the
+# pull tests talk to). PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth) is started if it is
+# installed but not running. Arguments are passed to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v dciodvfy >/dev/null || missing+=(dicom3tools)
 command -v storescu >/dev/null || missing+=(dcmtk)
+[ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
