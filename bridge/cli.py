@@ -37,6 +37,18 @@ ConfigOption = Annotated[
 ]
 
 
+def _progress(label: str, *, quiet: bool) -> Progress:
+    """A progress bar on stderr, shown only to a person at a terminal (never with --json)."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet or not console.is_terminal,
+    )
+
+
 def _settings(config: Path | None) -> Settings:
     settings = load_settings(config_path(config))
     configure_logging(settings.log_level)
@@ -60,14 +72,7 @@ def import_command(
     prepare(settings)
     files = list(discover(paths))
     open_service = functools.partial(open_ingest, settings, f"import:{getpass.getuser()}")
-    with Progress(
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=as_json or not console.is_terminal,
-    ) as bar:
+    with _progress("importing", quiet=as_json) as bar:
         task = bar.add_task("import", total=len(files))
         summary = import_files(
             open_service, files, project=project, workers=workers, progress=lambda _result: bar.advance(task)
@@ -175,14 +180,7 @@ def pull(
     ingest = open_ingest(settings, f"pull:{getpass.getuser()}")
     puller = Puller(DicomwebRemote(remote_settings), ingest, project, Spool(settings.storage.spool_dir).incoming)
     try:
-        with Progress(
-            TextColumn("pulling studies"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=as_json or not console.is_terminal,
-        ) as bar:
+        with _progress("pulling studies", quiet=as_json) as bar:
             task = bar.add_task("pull", total=None)
             report = puller.pull(filters, progress=lambda done, total: bar.update(task, completed=done, total=total))
     except RemoteError as error:
