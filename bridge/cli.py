@@ -7,12 +7,13 @@ import getpass
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from bridge.importer import ImportSummary, discover, import_files
@@ -47,6 +48,37 @@ def _progress(label: str, *, quiet: bool) -> Progress:
         console=console,
         disable=quiet or not console.is_terminal,
     )
+
+
+class BarProgress:
+    """A pull's progress: one bar for the studies, one for the instances of the study being pulled."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.overall = bar.add_task("studies", total=None)
+        self.current: TaskID | None = None
+
+    def studies(self, total: int) -> None:
+        self.bar.update(self.overall, total=total)
+
+    def study(self, label: str, instances: int) -> None:
+        self.current = self.bar.add_task(f"  {label}", total=instances)
+
+    def advance(self, instances: int) -> None:
+        if self.current is not None:
+            self.bar.advance(self.current, instances)
+
+    def study_done(self) -> None:
+        if self.current is not None:
+            self.bar.remove_task(self.current)
+            self.current = None
+        self.bar.advance(self.overall)
+
+
+class Retrieval(StrEnum):
+    dicomweb = "dicomweb"
+    c_move = "c-move"
+    c_get = "c-get"
 
 
 def _settings(config: Path | None) -> Settings:
@@ -160,34 +192,33 @@ def pull(
     since: Annotated[str | None, typer.Option(help="Study date from, YYYYMMDD.")] = None,
     until: Annotated[str | None, typer.Option(help="Study date until, YYYYMMDD.")] = None,
     description: Annotated[str | None, typer.Option(help="Study description.")] = None,
+    retrieve: Annotated[
+        Retrieval | None, typer.Option(help="How to retrieve (default: the remote's `retrieve`).")
+    ] = None,
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Pull studies from a remote PACS over DICOMweb: fetch what the index lacks, de-identify, index."""
-    from bridge.pull import Puller, PullFilters
-    from bridge.remotes.dicomweb import DicomwebRemote, RemoteError
-    from bridge.spool import Spool
+    """Pull studies from a remote PACS (DICOMweb, C-MOVE or C-GET): fetch what the index lacks, de-identify,
+    index, and check the result against the remote's instance list."""
+    from bridge.pull import PullFilters
+    from bridge.pull_job import run_pull
+    from bridge.remotes.base import RemoteError
+    from bridge.remotes.connect import remote_settings
 
     settings = _settings(config)
     settings.project(project)
-    remote_settings = settings.remote(remote)
+    chosen = remote_settings(settings, remote, retrieve.value if retrieve else None)
     for value, name in ((since, "--since"), (until, "--until")):
         if value is not None and not (len(value) == 8 and value.isdigit()):
             raise ConfigError(f"{name} {value!r}: use YYYYMMDD")
     ids = list(patient_id) + (_first_column(patient_ids_file) if patient_ids_file else [])
     filters = PullFilters(tuple(ids), tuple(accession), tuple(study_uid), modality, since, until, description)
-    prepare(settings)
-    ingest = open_ingest(settings, f"pull:{getpass.getuser()}")
-    puller = Puller(DicomwebRemote(remote_settings), ingest, project, Spool(settings.storage.spool_dir).incoming)
     try:
-        with _progress("pulling studies", quiet=as_json) as bar:
-            task = bar.add_task("pull", total=None)
-            report = puller.pull(filters, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        with _progress("{task.description}", quiet=as_json) as bar:
+            report = run_pull(settings, chosen, project, filters, progress=BarProgress(bar), actor=getpass.getuser())
     except RemoteError as error:
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(1) from None
-    finally:
-        ingest.database.dispose()
     if as_json:
         print(json.dumps(report.__dict__, indent=2))
     else:

@@ -1,26 +1,27 @@
-"""Pull studies from a remote PACS over DICOMweb: find, fetch what is missing, ingest, check completeness.
+"""Pull studies from a remote PACS (DICOMweb, C-GET or C-MOVE): find, fetch what is missing, ingest, check.
 
 What the index already holds is never fetched again (the keyed pseudo UID of every instance the remote
 lists is looked up first), so an interrupted pull run again fetches only the rest. Series are retrieved in
-parallel (bounded), each streamed part goes to a file and then through the same ingest service as every
-other intake. After each study the remote's instance list is compared with the index; what is still missing
-is fetched instance by instance once more, and reported if it stays missing.
+parallel (bounded); each retrieved file goes through the same ingest service as every other intake (C-MOVE:
+through the bridge's own listener, spool and workers, and the puller waits for the index). After each study
+the remote's instance list is compared with the index; what is still missing is fetched instance by instance
+once more, and reported if it stays missing. A search the remote caps is split by study date.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-import os
 import queue
-import tempfile
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from bridge.deid import values
 from bridge.ingest import IngestService, Outcome
-from bridge.remotes.dicomweb import DicomwebRemote, RemoteError, RemoteInstance, redact
+from bridge.remotes.base import Delivery, Remote, RemoteError, RemoteInstance, RemoteStudy, TruncatedSearch, redact
 from storage import index
 
 logger = logging.getLogger(__name__)
@@ -62,56 +63,85 @@ class PullReport:
     quarantined: int = 0
     missing: int = 0
     failed: list[str] = field(default_factory=list)  # per study, with the remote's message; pseudo UIDs only
+    latest_study_date: str | None = None  # of the studies found: where a schedule's next run may start
 
 
-class _PartFile:
-    """One retrieved part on its way to a file; complete parts are handed to the ingest queue."""
+class PullProgress(Protocol):
+    """What the puller tells whoever shows progress (pseudo UIDs only)."""
 
-    def __init__(self, folder: Path, done: queue.Queue[Path]) -> None:
-        fd, name = tempfile.mkstemp(dir=folder, suffix=".dcm")
-        self.path = Path(name)
-        self.stream = os.fdopen(fd, "wb")
-        self.done = done
+    def studies(self, total: int) -> None: ...
 
-    def write(self, data: bytes) -> int:
-        return self.stream.write(data)
+    def study(self, label: str, instances: int) -> None: ...
 
-    def finish(self) -> None:
-        self.stream.close()
-        self.done.put(self.path)
+    def advance(self, instances: int) -> None: ...
 
-    def abort(self) -> None:
-        self.stream.close()
-        self.path.unlink(missing_ok=True)
+    def study_done(self) -> None: ...
+
+
+class _Silent:
+    def studies(self, total: int) -> None:
+        pass
+
+    def study(self, label: str, instances: int) -> None:
+        pass
+
+    def advance(self, instances: int) -> None:
+        pass
+
+    def study_done(self) -> None:
+        pass
 
 
 class Puller:
-    def __init__(self, remote: DicomwebRemote, ingest: IngestService, project: str, incoming: Path) -> None:
+    def __init__(self, remote: Remote, ingest: IngestService, project: str, incoming: Path) -> None:
         self.remote = remote
         self.ingest = ingest
         self.project = project
         self.context = ingest.projects[project]
         self.incoming = incoming
         self.source = f"pull:{remote.name}"[:64]
+        self.progress: PullProgress = _Silent()
 
-    def pull(self, filters: PullFilters, progress: Callable[[int, int], None] | None = None) -> PullReport:
-        """Pull every study matching `filters`; `progress(done, total)` counts studies."""
+    def pull(self, filters: PullFilters, progress: PullProgress | None = None) -> PullReport:
+        """Pull every study matching `filters`."""
+        self.progress = progress or _Silent()
         report = PullReport()
-        studies: dict[str, None] = {}
+        studies: dict[str, RemoteStudy] = {}
         for query in filters.queries():
-            for study in self.remote.search_studies(query):
-                uid = (study.get("0020000D", {}).get("Value") or [None])[0]
-                if uid:
-                    studies[str(uid)] = None
+            for study in self.search(query):
+                studies.setdefault(study.uid, study)
         report.studies = len(studies)
-        for done, study_uid in enumerate(studies, 1):
+        self.progress.studies(len(studies))
+        for number, study in enumerate(studies.values(), 1):
             try:
-                self._pull_study(study_uid, report)
+                self._pull_study(study.uid, report, f"study {number}/{len(studies)}")
             except RemoteError as error:  # its message is redacted of original UIDs by the adapter
-                report.failed.append(f"study {self._pseudo(study_uid)}: {error}")
-            if progress:
-                progress(done, len(studies))
+                report.failed.append(f"study {self._pseudo(study.uid)}: {error}")
+            self.progress.study_done()
+        report.latest_study_date = max((s.date for s in studies.values() if s.date), default=None)
         return report
+
+    def search(self, query: dict[str, str]) -> list[RemoteStudy]:
+        """The studies of one query; a search the remote capped is split by study date until none is."""
+        try:
+            return self.remote.search_studies(query)
+        except TruncatedSearch:
+            if "StudyInstanceUID" in query:
+                raise
+        first, last = _date_range(query.get("StudyDate", ""))
+        if first == last:
+            raise RemoteError(
+                f"remote {self.remote.name}: more studies on one day than the remote returns for one search"
+                " (its result cap): add filters (modality, patient IDs) or raise the cap"
+            )
+        middle = first + (last - first) // 2
+        logger.info("search capped by the remote: splitting its date range in two")
+        halves = [(first, middle), (middle + dt.timedelta(days=1), last)]
+        found: dict[str, RemoteStudy] = {}
+        for start, end in halves:
+            for study in self.search({**query, "StudyDate": f"{start:%Y%m%d}-{end:%Y%m%d}"}):
+                found.setdefault(study.uid, study)
+        return list(found.values())
 
     def _pseudo(self, uid: str) -> str:
         return uid if self.context.retain_uids else values.pseudo_uid(self.context.key, uid)
@@ -123,64 +153,110 @@ class Puller:
             held = index.indexed_uids(work.research, project_id=project_id, sop_instance_uids=list(by_pseudo))
         return [instance for pseudo, instance in by_pseudo.items() if pseudo not in held]
 
-    def _pull_study(self, study_uid: str, report: PullReport) -> None:
+    def _pull_study(self, study_uid: str, report: PullReport, label: str) -> None:
         instances = self.remote.search_instances(study_uid)
+        self.progress.study(label, len(instances))
         series_all: dict[str, list[RemoteInstance]] = {}
         for instance in instances:
             series_all.setdefault(instance.series_uid, []).append(instance)
         report.series += len(series_all)
         missing = self._missing(instances)
-        report.present += len(instances) - len(missing)
+        present = len(instances) - len(missing)
+        report.present += present
+        self.progress.advance(present)
         wanted: dict[str, list[RemoteInstance]] = {}
         for instance in missing:
             wanted.setdefault(instance.series_uid, []).append(instance)
-        tasks: list[tuple[str, str | None]] = []
+        tasks: list[tuple[str, str | None, int]] = []
         for series_uid, lacking in wanted.items():
             if len(lacking) == len(series_all[series_uid]):
-                tasks.append((series_uid, None))  # the whole series, one request
+                tasks.append((series_uid, None, len(lacking)))  # the whole series, one request
             else:
-                tasks.extend((series_uid, i.sop_uid) for i in lacking)
-        self._fetch(study_uid, tasks, report)
+                tasks.extend((series_uid, i.sop_uid, 1) for i in lacking)
+        short = self._fetch(study_uid, tasks, missing, report)
         still = self._missing(instances)
         if still:  # completeness: what the remote lists and the index lacks, once more one by one
-            self._fetch(study_uid, [(i.series_uid, i.sop_uid) for i in still], report)
+            short += self._fetch(study_uid, [(i.series_uid, i.sop_uid, 1) for i in still], still, report)
             still = self._missing(instances)
         if still:
             report.missing += len(still)
+            why = f" ({'; '.join(short[:3])})" if short else ""
             report.failed.append(
-                f"study {self._pseudo(study_uid)}: {len(still)} of {len(instances)} instances still missing"
+                f"study {self._pseudo(study_uid)}: {len(still)} of {len(instances)} instances still missing{why}"
             )
 
-    def _fetch(self, study_uid: str, tasks: list[tuple[str, str | None]], report: PullReport) -> None:
-        """Retrieve in parallel; ingest in this thread as parts complete (ingest is not shared by threads).
-        When a retrieval failed (after the adapter's retries), the study fails with the remote's message."""
+    def _fetch(
+        self,
+        study_uid: str,
+        tasks: list[tuple[str, str | None, int]],
+        expected: list[RemoteInstance],
+        report: PullReport,
+    ) -> list[str]:
+        """Retrieve in parallel; ingest in this thread as files arrive (ingest is not shared by threads).
+        Returns the retrievals that completed fewer instances than asked for. When a retrieval failed (after
+        the adapter's retries), the study fails with the remote's message."""
         if not tasks:
-            return
-        done: queue.Queue[Path] = queue.Queue()
-        errors: list[BaseException] = []
-        with ThreadPoolExecutor(self.remote.settings.parallel, thread_name_prefix="wado") as pool:
-            futures: list[Future[int]] = [
-                pool.submit(self.remote.retrieve, lambda: _PartFile(self.incoming, done), study_uid, series, sop)
-                for series, sop in tasks
-            ]
-            while any(not f.done() for f in futures) or not done.empty():
+            return []
+        delivery = Delivery(self.incoming)
+        classes: dict[str, set[str]] = {}
+        for instance in expected:
+            if instance.sop_class_uid:
+                classes.setdefault(instance.series_uid, set()).add(instance.sop_class_uid)
+        with ThreadPoolExecutor(self.remote.parallel, thread_name_prefix="retrieve") as pool:
+            futures = {
+                pool.submit(
+                    self.remote.retrieve, delivery, study_uid, series, sop, frozenset(classes.get(series, ()))
+                ): count
+                for series, sop, count in tasks
+            }
+            while any(not f.done() for f in futures) or not delivery.files.empty():
                 try:
-                    path = done.get(timeout=0.1)
+                    path = delivery.files.get(timeout=0.1)
                 except queue.Empty:
                     continue
                 self._ingest(path, report)
-            errors = [failure for future in futures if (failure := future.exception()) is not None]
+        errors = [failure for future in futures if (failure := future.exception()) is not None]
         if errors:
             raise RemoteError(f"{len(errors)} of {len(tasks)} retrievals failed; first: {redact(str(errors[0]))}")
+        short = [
+            f"a retrieval answered success with {done} of {count} instances"
+            for future, count in futures.items()
+            if (done := future.result()) < count
+        ]
+        if self.remote.via_listener:
+            self._await_arrival(expected, report)
+        return short
+
+    def _await_arrival(self, expected: list[RemoteInstance], report: PullReport) -> None:
+        """C-MOVE: the instances come through the bridge's listener and its ingest workers; wait until the
+        index holds them, or until nothing more arrived for the remote's timeout."""
+        waiting = len(self._missing(expected))
+        quiet_since = time.monotonic()
+        while waiting and time.monotonic() - quiet_since < self.remote.timeout:
+            time.sleep(0.5)
+            now = len(self._missing(expected))
+            if now < waiting:
+                report.fetched += waiting - now
+                self.progress.advance(waiting - now)
+                waiting, quiet_since = now, time.monotonic()
 
     def _ingest(self, path: Path, report: PullReport) -> None:
         try:
             result = self.ingest.ingest(path, project=self.project, source=self.source)
         finally:
             path.unlink(missing_ok=True)
+        self.progress.advance(1)
         if result.outcome is Outcome.STORED:
             report.fetched += 1
         elif result.outcome is Outcome.DUPLICATE:
             report.present += 1
         else:
             report.quarantined += 1
+
+
+def _date_range(value: str) -> tuple[dt.date, dt.date]:
+    """A DICOM date range (`A-B`, `A-`, `-B`, `A`, or nothing) as two dates; open ends: 1900-01-01, today."""
+    first, _, last = value.partition("-") if "-" in value else (value, "", value)
+    start = dt.datetime.strptime(first, "%Y%m%d").date() if first else dt.date(1900, 1, 1)
+    end = dt.datetime.strptime(last, "%Y%m%d").date() if last else dt.date.today()
+    return start, end

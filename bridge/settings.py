@@ -167,9 +167,16 @@ class RemoteSettings(Section):
     ae_title: str | None = Field(default=None, pattern=AE_TITLE)
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
+    tls: bool = False  # DIMSE over TLS; the remote's certificate is checked against tls_ca_file
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None  # our client certificate, when the remote asks for one
+    tls_key_file: Path | None = None
+    retrieve: Literal["dicomweb", "c-move", "c-get"] | None = None  # default: dicomweb when configured
+    move_destination: str | None = Field(default=None, pattern=AE_TITLE)  # default: the project's AE title
     timeout: float = Field(default=60, gt=0)
     parallel: int = Field(default=4, ge=1, le=32)  # series retrieved at once
     page_size: int = Field(default=100, ge=1, le=10000)  # QIDO-RS results asked per request (<= remote's cap)
+    result_limit: int | None = Field(default=None, ge=2)  # the remote's cap on search results, if it has one
     retries: int = Field(default=4, ge=0, le=20)
 
     @model_validator(mode="after")
@@ -178,11 +185,25 @@ class RemoteSettings(Section):
             raise ValueError("a remote needs dicomweb_url, or ae_title with host and port, or both")
         if self.ae_title is not None and (self.host is None or self.port is None):
             raise ValueError("ae_title needs host and port")
+        if self.retrieve == "dicomweb" and self.dicomweb_url is None:
+            raise ValueError("retrieve = 'dicomweb' needs dicomweb_url")
+        if self.retrieve in ("c-move", "c-get") and self.ae_title is None:
+            raise ValueError(f"retrieve = {self.retrieve!r} needs ae_title, host and port")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        for path in (self.tls_ca_file, self.tls_cert_file, self.tls_key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file")
         if self.auth == "basic" and (self.username is None or self.password is None):
             raise ValueError("auth = 'basic' needs username and password")
         if self.auth == "bearer" and self.token is None:
             raise ValueError("auth = 'bearer' needs token")
         return self
+
+    @property
+    def retrieval(self) -> Literal["dicomweb", "c-move", "c-get"]:
+        """How studies are retrieved: as configured, else DICOMweb when there is a URL, else C-MOVE."""
+        return self.retrieve or ("dicomweb" if self.dicomweb_url else "c-move")
 
 
 class DimseSettings(Section):

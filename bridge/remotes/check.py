@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from pynetdicom import AE
-
-from bridge.remotes.dicomweb import DicomwebRemote, RemoteError
+from bridge.remotes.base import RemoteError
+from bridge.remotes.dicomweb import DicomwebRemote
+from bridge.remotes.dimse import DimseRemote
 from bridge.settings import RemoteSettings
-
-VERIFICATION = "1.2.840.10008.1.1"
 
 
 @dataclass(frozen=True)
@@ -19,32 +18,19 @@ class CheckResult:
     detail: str
 
 
-def echo(remote: RemoteSettings, calling_ae: str) -> CheckResult:
-    assert remote.ae_title is not None and remote.host is not None and remote.port is not None
-    what = f"C-ECHO to {remote.ae_title}@{remote.host}:{remote.port}"
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = remote.timeout
-    ae.add_requested_context(VERIFICATION)
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title)
-    if not assoc.is_established:
-        reason = "association rejected" if assoc.is_rejected else "no association (refused, timed out or aborted)"
-        return CheckResult(what, False, reason)
+def _attempt(what: str, probe: Callable[[], str]) -> CheckResult:
     try:
-        status = assoc.send_c_echo()
-    finally:
-        assoc.release()
-    code = getattr(status, "Status", None)
-    return CheckResult(what, code == 0, "success" if code == 0 else f"status {code!r}")
+        return CheckResult(what, True, probe())
+    except RemoteError as error:
+        return CheckResult(what, False, str(error))
 
 
 def check_remote(remote: RemoteSettings, *, calling_ae: str) -> list[CheckResult]:
+    once = remote.model_copy(update={"retries": 0})  # a check says what happens now, it does not insist
     results = []
     if remote.ae_title is not None:
-        results.append(echo(remote, calling_ae))
+        what = f"C-ECHO to {remote.ae_title}@{remote.host}:{remote.port}{' (TLS)' if remote.tls else ''}"
+        results.append(_attempt(what, DimseRemote(once, calling_ae=calling_ae).probe))
     if remote.dicomweb_url is not None:
-        what = f"QIDO-RS at {remote.dicomweb_url}"
-        try:
-            results.append(CheckResult(what, True, DicomwebRemote(remote.model_copy(update={"retries": 0})).probe()))
-        except RemoteError as error:
-            results.append(CheckResult(what, False, str(error)))
+        results.append(_attempt(f"QIDO-RS at {remote.dicomweb_url}", DicomwebRemote(once).probe))
     return results

@@ -10,50 +10,33 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from bridge.remotes.multipart import MultipartError, PartSink, boundary_of, split_parts
+from bridge.remotes.base import (
+    Delivery,
+    FilePart,
+    RemoteError,
+    RemoteInstance,
+    RemoteStudy,
+    RetriableError,
+    TruncatedSearch,
+    first_value,
+    redact,
+    study_of,
+    with_retries,
+)
+from bridge.remotes.multipart import MultipartError, boundary_of, split_parts
 from bridge.settings import RemoteSettings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _CHUNK = 1 << 20
 _ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-
-
-class RemoteError(RuntimeError):
-    """A remote refused or failed a request; the message names the remote and quotes its answer."""
-
-
-class RetriableError(RemoteError):
-    """A failure that may pass: timeout, refused connection, 5xx, 429."""
-
-
-@dataclass(frozen=True)
-class RemoteInstance:
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-
-
-_UID_LIKE = re.compile(r"(?<![\d.])(?!2\.25\.)\d+(?:\.\d+){3,}(?![\d.])")
 _ERRNO = re.compile(r"\[Errno \d+\] ([^\"')]+)")
-
-
-def redact(text: str) -> str:
-    """Messages from the remote side may quote original UIDs (in URLs, in error bodies): not in our logs."""
-    return _UID_LIKE.sub("<UID>", text)
-
-
-def _value(item: dict[str, Any], tag: str) -> str | None:
-    values = item.get(tag, {}).get("Value")
-    return str(values[0]) if values else None
 
 
 class DicomwebRemote:
@@ -62,6 +45,9 @@ class DicomwebRemote:
             raise RemoteError(f"remote {settings.name}: no dicomweb_url configured")
         self.settings = settings
         self.name = settings.name
+        self.parallel = settings.parallel
+        self.timeout = settings.timeout
+        self.via_listener = False
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy from the environment between the bridge and its PACS
         if settings.auth == "basic":
@@ -76,17 +62,7 @@ class DicomwebRemote:
 
     # -- retries, in this one layer --------------------------------------------------------------------
     def _call(self, what: str, action: Callable[[], T]) -> T:
-        attempts = self.settings.retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._translate(what, action)
-            except RetriableError as error:
-                if attempt == attempts:
-                    raise
-                delay = min(30.0, 0.5 * 2**attempt)
-                logger.warning("%s (attempt %d of %d, again in %.1f s)", error, attempt, attempts, delay)  # redacted
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        return with_retries(self.settings.retries, lambda: self._translate(what, action))
 
     def _translate(self, what: str, action: Callable[[], T]) -> T:
         try:
@@ -116,18 +92,26 @@ class DicomwebRemote:
         offset = 0
         while True:
             items = self._call(what, lambda start=offset: search(page, start))  # type: ignore[misc]
-            new = {str(_value(item, key)): item for item in items if str(_value(item, key)) not in results}
+            new = {str(first_value(item, key)): item for item in items if str(first_value(item, key)) not in results}
             results.update(new)
             if len(items) < page or not new:
                 return list(results.values())
             offset += len(items)
 
-    def search_studies(self, filters: dict[str, str]) -> list[dict[str, Any]]:
-        return self._pages(
+    def search_studies(self, filters: dict[str, str]) -> list[RemoteStudy]:
+        """Studies matching `filters` (QIDO-RS keywords); `TruncatedSearch` when the remote's cap was hit
+        (Orthanc 1.10 truncates silently: `result_limit` in the remote's settings is how we know)."""
+        found = self._pages(
             "study search",
-            lambda limit, offset: self.client.search_for_studies(search_filters=filters, limit=limit, offset=offset),
+            lambda limit, offset: self.client.search_for_studies(
+                search_filters=filters, limit=limit, offset=offset, fields=["StudyDate"]
+            ),
             "0020000D",
         )
+        limit = self.settings.result_limit
+        if limit is not None and len(found) >= limit:
+            raise TruncatedSearch(f"remote {self.name}: study search reached result_limit ({limit})")
+        return [study for item in found if (study := study_of(item))]
 
     def search_instances(self, study_uid: str) -> list[RemoteInstance]:
         """Every instance of a study, per the remote (the basis of the completeness check)."""
@@ -140,9 +124,9 @@ class DicomwebRemote:
         )
         instances = []
         for item in found:
-            series, sop = _value(item, "0020000E"), _value(item, "00080018")
+            series, sop = first_value(item, "0020000E"), first_value(item, "00080018")
             if series and sop:
-                instances.append(RemoteInstance(study_uid, series, sop))
+                instances.append(RemoteInstance(study_uid, series, sop, first_value(item, "00080016")))
         return instances
 
     def probe(self) -> str:
@@ -152,9 +136,14 @@ class DicomwebRemote:
 
     # -- WADO-RS ----------------------------------------------------------------------------------------
     def retrieve(
-        self, open_part: Callable[[], PartSink], study_uid: str, series_uid: str, sop_uid: str | None = None
+        self,
+        delivery: Delivery,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str | None = None,
+        sop_classes: frozenset[str] = frozenset(),
     ) -> int:
-        """Stream a series (or one instance) to sinks from `open_part`; returns how many parts arrived."""
+        """Stream a series (or one instance), part by part, to files of `delivery`; how many parts arrived."""
         path = f"{self.base_url}/studies/{study_uid}/series/{series_uid}"
         if sop_uid:
             path += f"/instances/{sop_uid}"
@@ -164,6 +153,9 @@ class DicomwebRemote:
             with self.session.get(path, headers=headers, stream=True, timeout=self.settings.timeout) as response:
                 response.raise_for_status()
                 boundary = boundary_of(response.headers.get("Content-Type", ""))
-                return split_parts(response.iter_content(_CHUNK), boundary, open_part)
+                return split_parts(response.iter_content(_CHUNK), boundary, lambda: FilePart(delivery))
 
         return self._call("WADO-RS retrieval", fetch)
+
+    def close(self) -> None:
+        self.session.close()

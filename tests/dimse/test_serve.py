@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
+from bridge.dimse.scu import c_store
 from tests import factory
 from tests.dimse.conftest import StartBridge
 from tests.dimse.harness import DCMTK_ENV, spool_files
@@ -52,7 +53,7 @@ def send(port: int, datasets: list[Dataset], called: str = "BRIDGE", calling: st
     assoc = ae.associate("127.0.0.1", port, ae_title=called)
     assert assoc.is_established
     try:
-        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+        return [int(c_store(assoc, ds).Status) for ds in datasets]
     finally:
         assoc.release()
 
@@ -144,7 +145,7 @@ def test_truncated_dataset_is_refused(start_bridge: StartBridge, tmp_path: Path)
     ae.add_requested_context(CTImageStorage, pydicom.uid.ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", bridge.port, ae_title="BRIDGE")
     assert assoc.is_established
-    status = assoc.send_c_store(path)  # pynetdicom streams the file's bytes without decoding them
+    status = c_store(assoc, path)  # pynetdicom streams the file's bytes without decoding them
     assoc.release()
     assert int(status.Status) == 0xC000
     assert len(list((tmp_path / "quarantine").rglob("*.dcm"))) == 1
@@ -213,7 +214,7 @@ def test_sigkill_loses_nothing_acknowledged(start_bridge: StartBridge, tmp_path:
         for ds in datasets:
             sop = str(ds.SOPInstanceUID)
             try:
-                answer = assoc.send_c_store(ds)
+                answer = c_store(assoc, ds)
             except Exception:
                 return
             if answer and getattr(answer, "Status", None) == 0:

@@ -47,6 +47,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
+from bridge.dimse.scu import c_store
 from tests import factory
 from tests.dimse.conftest import StartBridge
 from tests.dimse.harness import DCMTK_ENV
@@ -219,7 +220,7 @@ def send_all(port: int, contexts: Contexts, datasets: list[Dataset], **options: 
         assert assoc.is_established, "association was not accepted"
         statuses = []
         for ds in datasets:
-            answer = assoc.send_c_store(ds)
+            answer = c_store(assoc, ds)
             statuses.append(int(answer.Status) if "Status" in answer else -1)
         return statuses
 
@@ -549,7 +550,7 @@ def test_each_transfer_syntax_is_stored_as_received(start_bridge: StartBridge, t
     contexts = [(CTImageStorage, [ts]) for ts in SYNTAXES]  # one presentation context per syntax
     with association(bridge.port, contexts) as assoc:
         assert {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts} == set(SYNTAXES)
-        statuses = [int(assoc.send_c_store(ds).get("Status", -1)) for ds in sent.values()]
+        statuses = [int(c_store(assoc, ds).get("Status", -1)) for ds in sent.values()]
     assert statuses == [SUCCESS] * len(SYNTAXES)
     bridge.wait_for("open", len(SYNTAXES))
 

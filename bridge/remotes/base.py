@@ -1,0 +1,143 @@
+"""What every remote adapter shares: its errors, the one retry loop, what it lists, where retrieved files go.
+
+Retries happen in the adapters' calls through `with_retries` and nowhere else (not in dicomweb-client, not
+in pynetdicom, not in the puller): a failure that may pass is retried with backoff, and the last one is
+reported with the remote's own message, redacted of original UIDs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_UID_LIKE = re.compile(r"(?<![\d.])(?!2\.25\.)\d+(?:\.\d+){3,}(?![\d.])")
+
+
+class RemoteError(RuntimeError):
+    """A remote refused or failed a request; the message names the remote and quotes its answer."""
+
+
+class RetriableError(RemoteError):
+    """A failure that may pass: timeout, refused connection, 5xx/429, a remote out of resources."""
+
+
+class TruncatedSearch(RemoteError):
+    """The remote capped a search's results: the caller narrows it (by dates) and asks again."""
+
+
+def redact(text: str) -> str:
+    """Messages from the remote side may quote original UIDs (in URLs, in error bodies): not in our logs."""
+    return _UID_LIKE.sub("<UID>", text)
+
+
+def with_retries(retries: int, action: Callable[[], T]) -> T:
+    """`action()`, again after a `RetriableError`, `retries` times at most, with exponential backoff."""
+    attempts = retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except RetriableError as error:
+            if attempt == attempts:
+                raise
+            delay = min(30.0, 0.5 * 2**attempt)
+            logger.warning("%s (attempt %d of %d, again in %.1f s)", error, attempt, attempts, delay)  # redacted
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class RemoteStudy:
+    uid: str
+    date: str | None  # YYYYMMDD: what schedules use as their watermark
+
+
+@dataclass(frozen=True)
+class RemoteInstance:
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str | None = None
+
+
+@dataclass
+class Delivery:
+    """Where an adapter puts retrieved instances: files in `folder`, handed over complete, one by one."""
+
+    folder: Path
+    files: queue.Queue[Path] = field(default_factory=queue.Queue)
+
+    def new_file(self) -> tuple[int, Path]:
+        fd, name = tempfile.mkstemp(dir=self.folder, suffix=".dcm")
+        return fd, Path(name)
+
+    def deliver(self, path: Path) -> None:
+        self.files.put(path)
+
+
+class FilePart:
+    """One streamed part on its way to a file of a delivery (the multipart reader's sink)."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        fd, self.path = delivery.new_file()
+        self.stream = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> int:
+        return self.stream.write(data)
+
+    def finish(self) -> None:
+        self.stream.close()
+        self.delivery.deliver(self.path)
+
+    def abort(self) -> None:
+        self.stream.close()
+        self.path.unlink(missing_ok=True)
+
+
+class Remote(Protocol):
+    """A PACS the puller finds and retrieves from. `via_listener`: retrieved instances arrive at the bridge's
+    own DICOM listener (C-MOVE), not through `Delivery`."""
+
+    name: str
+    parallel: int  # retrievals at once
+    timeout: float  # seconds
+    via_listener: bool
+
+    def search_studies(self, filters: dict[str, str]) -> list[RemoteStudy]: ...
+
+    def search_instances(self, study_uid: str) -> list[RemoteInstance]: ...
+
+    def retrieve(
+        self,
+        delivery: Delivery,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str | None = None,
+        sop_classes: frozenset[str] = frozenset(),
+    ) -> int:
+        """A series (or one instance); `sop_classes`: of its instances, as far as the search said."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def study_of(item: dict[str, Any]) -> RemoteStudy | None:
+    """A QIDO-RS (DICOM JSON) study result."""
+    uid = first_value(item, "0020000D")
+    return RemoteStudy(uid, first_value(item, "00080020")) if uid else None
+
+
+def first_value(item: dict[str, Any], tag: str) -> str | None:
+    values = item.get(tag, {}).get("Value")
+    return str(values[0]) if values else None
