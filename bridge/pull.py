@@ -229,16 +229,20 @@ class Puller:
 
     def _await_arrival(self, expected: list[RemoteInstance], report: PullReport) -> None:
         """C-MOVE: the instances come through the bridge's listener and its ingest workers; wait until the
-        index holds them, or until nothing more arrived for the remote's timeout."""
-        waiting = len(self._missing(expected))
+        index holds them, or until nothing more arrived for the remote's timeout. `expected` were all
+        missing when the retrieval began."""
+        waiting = len(expected)
         quiet_since = time.monotonic()
-        while waiting and time.monotonic() - quiet_since < self.remote.timeout:
-            time.sleep(0.5)
+        while waiting:
             now = len(self._missing(expected))
             if now < waiting:
                 report.fetched += waiting - now
                 self.progress.advance(waiting - now)
                 waiting, quiet_since = now, time.monotonic()
+            elif time.monotonic() - quiet_since > self.remote.timeout:
+                return
+            else:
+                time.sleep(0.3)
 
     def _ingest(self, path: Path, report: PullReport) -> None:
         try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from storage.filestore import INCOMING, fsync_folder, process_alive, sweep_incoming
 
 CLAIMED = ".claimed"
-_LABEL = re.compile(r"[^A-Za-z0-9_.-]")
+_LABEL = re.compile(r"[^A-Za-z0-9_.:-]")  # a folder name; the source keeps its colon
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def test_admit_claim_done_and_unclaim(tmp_path: Path) -> None:
     assert spool.backlog() == 3
     first = spool.claim(2)
     assert len(first) == 2 and spool.backlog() == 1
-    assert {e.project for e in first} == {"lung"} and {e.source for e in first} == {"c-store_PACS_1"}
+    assert {e.project for e in first} == {"lung"} and {e.source for e in first} == {"c-store:PACS_1"}
     assert spool.claim(5)[0].path.read_bytes() == b"DICM\x02"  # oldest first, each entry once
     spool.done(first[0])
     spool.unclaim(first[1])
