@@ -153,21 +153,43 @@ def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON for scripts.")] = False,
 ) -> None:
-    """Per project: subjects, timepoints, series, instances, quarantined."""
+    """Per project: subjects, timepoints, series, instances, quarantined; each pull schedule and its last run."""
+    from bridge.schedules import statuses
+
     settings = _settings(config)
     database = open_database(settings)
     try:
         with database.session() as session:
             counts = index.project_counts(session, list(settings.projects))
+        schedules = statuses(settings, database)
     finally:
         database.dispose()
     if as_json:
-        print(json.dumps({"projects": [c.__dict__ for c in counts]}, indent=2))
+        print(
+            json.dumps(
+                {"projects": [c.__dict__ for c in counts], "schedules": [s.__dict__ for s in schedules]}, indent=2
+            )
+        )
         return
     table = Table("project", "subjects", "timepoints", "series", "instances", "quarantined")
     for c in counts:
         table.add_row(c.name, *(str(n) for n in (c.subjects, c.timepoints, c.series, c.instances, c.quarantined)))
-    Console().print(table)
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(table)
+    if schedules:
+        runs = Table("schedule", "pulls", "when", "runs", "last started", "last result", "next")
+        for s in schedules:
+            outcome = "-" if s.last_ok is None else ("ok: " if s.last_ok else "FAILED: ") + (s.last_result or "")
+            runs.add_row(
+                s.name,
+                f"{s.remote} -> {s.project}",
+                s.when,
+                str(s.runs),
+                s.last_started_at or "never",
+                outcome,
+                s.next_due,
+            )
+        out.print(runs)
 
 
 @app.command()
@@ -200,7 +222,7 @@ def pull(
 ) -> None:
     """Pull studies from a remote PACS (DICOMweb, C-MOVE or C-GET): fetch what the index lacks, de-identify,
     index, and check the result against the remote's instance list."""
-    from bridge.pull import PullFilters
+    from bridge.pull import PullFilters, patient_ids_from_csv
     from bridge.pull_job import run_pull
     from bridge.remotes.base import RemoteError
     from bridge.remotes.connect import remote_settings
@@ -211,7 +233,7 @@ def pull(
     for value, name in ((since, "--since"), (until, "--until")):
         if value is not None and not (len(value) == 8 and value.isdigit()):
             raise ConfigError(f"{name} {value!r}: use YYYYMMDD")
-    ids = list(patient_id) + (_first_column(patient_ids_file) if patient_ids_file else [])
+    ids = list(patient_id) + (patient_ids_from_csv(patient_ids_file) if patient_ids_file else [])
     filters = PullFilters(tuple(ids), tuple(accession), tuple(study_uid), modality, since, until, description)
     try:
         with _progress("{task.description}", quiet=as_json) as bar:
@@ -231,16 +253,6 @@ def pull(
             out.print(f"  failed: {line}")
     if report.failed:
         raise typer.Exit(1)
-
-
-def _first_column(path: Path) -> list[str]:
-    import csv
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    with path.open(newline="", encoding="utf-8-sig") as stream:
-        rows = [row[0].strip() for row in csv.reader(stream) if row and row[0].strip()]
-    return [value for value in rows if value.lower() not in ("patientid", "patient_id", "patient id")]
 
 
 remotes_app = typer.Typer(help="Configured remote PACS.", no_args_is_help=True)

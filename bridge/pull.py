@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Protocol
 from bridge.deid import values
 from bridge.ingest import IngestService, Outcome
 from bridge.remotes.base import Delivery, Remote, RemoteError, RemoteInstance, RemoteStudy, TruncatedSearch, redact
+from bridge.settings import ConfigError
 from storage import index
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,17 @@ class PullFilters:
         return [{**common, key: value} for key, value in keyed] or [common]
 
 
+def patient_ids_from_csv(path: Path) -> list[str]:
+    """Patient IDs from a CSV file's first column (a header row named like one is skipped)."""
+    import csv
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    with path.open(newline="", encoding="utf-8-sig") as stream:
+        rows = [row[0].strip() for row in csv.reader(stream) if row and row[0].strip()]
+    return [value for value in rows if value.lower() not in ("patientid", "patient_id", "patient id")]
+
+
 @dataclass
 class PullReport:
     studies: int = 0
@@ -63,7 +76,7 @@ class PullReport:
     quarantined: int = 0
     missing: int = 0
     failed: list[str] = field(default_factory=list)  # per study, with the remote's message; pseudo UIDs only
-    latest_study_date: str | None = None  # of the studies found: where a schedule's next run may start
+    interrupted: bool = False  # stopped before the last study (the next run fetches the rest)
 
 
 class PullProgress(Protocol):
@@ -102,8 +115,10 @@ class Puller:
         self.source = f"pull:{remote.name}"[:64]
         self.progress: PullProgress = _Silent()
 
-    def pull(self, filters: PullFilters, progress: PullProgress | None = None) -> PullReport:
-        """Pull every study matching `filters`."""
+    def pull(
+        self, filters: PullFilters, progress: PullProgress | None = None, cancel: threading.Event | None = None
+    ) -> PullReport:
+        """Pull every study matching `filters`; when `cancel` is set, stop after the current study."""
         self.progress = progress or _Silent()
         report = PullReport()
         studies: dict[str, RemoteStudy] = {}
@@ -113,12 +128,14 @@ class Puller:
         report.studies = len(studies)
         self.progress.studies(len(studies))
         for number, study in enumerate(studies.values(), 1):
+            if cancel is not None and cancel.is_set():
+                report.interrupted = True
+                break
             try:
                 self._pull_study(study.uid, report, f"study {number}/{len(studies)}")
             except RemoteError as error:  # its message is redacted of original UIDs by the adapter
                 report.failed.append(f"study {self._pseudo(study.uid)}: {error}")
             self.progress.study_done()
-        report.latest_study_date = max((s.date for s in studies.values() if s.date), default=None)
         return report
 
     def search(self, query: dict[str, str]) -> list[RemoteStudy]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import AbstractContextManager, nullcontext
 
 from bridge.pull import Puller, PullFilters, PullProgress, PullReport
@@ -20,6 +21,7 @@ def run_pull(
     actor: str,
     progress: PullProgress | None = None,
     prepared: bool = False,
+    cancel: threading.Event | None = None,
 ) -> PullReport:
     """Pull into `project`. C-MOVE needs a listener for the remote to send to: `serve`'s, or one started
     here for the duration. Raises `RemoteError` when the remote cannot be searched at all."""
@@ -33,7 +35,7 @@ def run_pull(
     try:
         with listening:
             puller = Puller(adapter, ingest, project, Spool(settings.storage.spool_dir).incoming)
-            return puller.pull(filters, progress)
+            return puller.pull(filters, progress, cancel)
     finally:
         adapter.close()
         ingest.database.dispose()

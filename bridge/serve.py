@@ -1,11 +1,12 @@
-"""`pacs-bridge serve`: start-up, listeners, ingest workers, supervision, and a clean stop.
+"""`pacs-bridge serve`: start-up, listeners, ingest workers, pull schedules, supervision, and a clean stop.
 
-The serving process runs one listener itself and supervises the other processes: `dimse.listeners - 1`
-more listeners on the same port (SO_REUSEPORT: the kernel spreads associations over them, so receiving
-uses every core) and `dimse.workers` ingest workers. Start-up puts back what crashed processes had claimed
-from the spool, so what an earlier run acknowledged is finished first. SIGTERM/SIGINT: listeners stop
-accepting, open associations finish, workers empty the spool, then everything exits; whatever is left
-stays in the spool for the next start.
+The serving process runs one listener and the pull schedules itself, and supervises the other processes:
+`dimse.listeners - 1` more listeners on the same port (SO_REUSEPORT: the kernel spreads associations over
+them, so receiving uses every core) and `dimse.workers` ingest workers. Start-up puts back what crashed
+processes had claimed from the spool, so what an earlier run acknowledged is finished first.
+SIGTERM/SIGINT: schedules stop after the study they are on, listeners stop accepting, open associations
+finish, workers empty the spool, then everything exits; whatever is left stays in the spool for the next
+start.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bridge.dimse.receiver import StoreReceiver
 from bridge.dimse.server import audit_with, start_listener
 from bridge.logs import configure_logging
 from bridge.runtime import open_ingest, prepare
+from bridge.schedules import Schedules
 from bridge.settings import Settings
 from bridge.spool import Spool
 from bridge.workers import run_worker
@@ -67,10 +69,13 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+    schedules = Schedules(settings, listener.ingest.database)
     try:
+        schedules.start()
         while not stop.wait(_SUPERVISE_SECONDS):
             processes.supervise()
     finally:
+        schedules.stop()  # a running pull ends after its study, while the listener still takes its C-MOVEs
         listener.stop(settings.dimse.dimse_timeout)
         processes.stop(settings.dimse.dimse_timeout)
         logger.info("stopped")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -206,6 +207,50 @@ class RemoteSettings(Section):
         return self.retrieve or ("dicomweb" if self.dicomweb_url else "c-move")
 
 
+_INTERVAL = re.compile(r"^(\d+)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ScheduleSettings(Section):
+    """A pull that `serve` runs by itself: every `every` (e.g. "30m", "6h", "1d") or on a `cron` expression
+    (five fields, local time). Each run asks only for studies from the day of the last successful run on
+    (less `lookback_days`, for studies archived late); the first run from `since`, or for all of them."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    remote: str
+    project: str
+    every: str | None = None
+    cron: str | None = None
+    patient_ids: list[str] = []
+    patient_ids_file: Path | None = None  # CSV, patient IDs in the first column (read at each run)
+    accession_numbers: list[str] = []
+    modality: str | None = None
+    description: str | None = None
+    since: str | None = Field(default=None, pattern=r"^\d{8}$")  # YYYYMMDD: the first run's lower bound
+    lookback_days: int = Field(default=1, ge=0, le=3650)
+    retrieve: Literal["dicomweb", "c-move", "c-get"] | None = None  # default: the remote's
+
+    @model_validator(mode="after")
+    def _when(self) -> ScheduleSettings:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of every (e.g. '6h') and cron (e.g. '0 2 * * *')")
+        if self.every is not None and not _INTERVAL.match(self.every.strip()):
+            raise ValueError(f"every {self.every!r}: a number and a unit, s, m, h or d (e.g. '30m')")
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron)
+            except ValueError as error:
+                raise ValueError(f"cron {self.cron!r}: {error}") from None
+        return self
+
+    @property
+    def interval_seconds(self) -> int | None:
+        match = _INTERVAL.match((self.every or "").strip())
+        return int(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else None
+
+
 class DimseSettings(Section):
     """The DICOM listener of `serve`."""
 
@@ -234,6 +279,7 @@ class Settings(BaseSettings):
     projects: dict[str, ProjectSettings] = {}
     dimse: DimseSettings = DimseSettings()
     remotes: list[RemoteSettings] = []
+    schedules: list[ScheduleSettings] = []
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("projects")
@@ -261,6 +307,14 @@ class Settings(BaseSettings):
             raise ValueError(f"remotes: names must be unique ({', '.join(names)})")
         if self.dimse.default_project and self.dimse.default_project not in self.projects:
             raise ValueError(f"dimse.default_project {self.dimse.default_project!r} is not a configured project")
+        schedules = [schedule.name for schedule in self.schedules]
+        if len(schedules) != len(set(schedules)):
+            raise ValueError(f"schedules: names must be unique ({', '.join(schedules)})")
+        for schedule in self.schedules:
+            if schedule.remote not in names:
+                raise ValueError(f"schedule {schedule.name!r}: remote {schedule.remote!r} is not configured")
+            if schedule.project not in self.projects:
+                raise ValueError(f"schedule {schedule.name!r}: project {schedule.project!r} is not configured")
         return self
 
     @classmethod

@@ -128,3 +128,16 @@ class AuditEvent(ResearchModel, table=True):
     project_id: int | None = Field(default=None, foreign_key="project.id", index=True)
     object: str | None = Field(default=None, max_length=128)
     detail: str | None = Field(default=None, max_length=1024)
+
+
+class ScheduleState(ResearchModel, table=True):
+    """Where a configured pull schedule stands. The watermark is the bridge's own clock (the day the last
+    successful run started), never a study's date."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    runs: int = 0
+    last_started_at: dt.datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    last_finished_at: dt.datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    last_ok: bool | None = None
+    last_result: str | None = Field(default=None, max_length=1024)  # counts and the remote's message
+    watermark: dt.date | None = None  # the next run asks for studies from this day (minus the lookback) on

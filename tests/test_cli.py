@@ -68,7 +68,8 @@ def test_import_then_status(tmp_path: Path, corpus: tuple[Path, list], database_
     status = run("status", "--config", str(config), "--json", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout) == {
-        "projects": [{"name": "lung", "subjects": 2, "timepoints": 4, "series": 4, "instances": 8, "quarantined": 1}]
+        "projects": [{"name": "lung", "subjects": 2, "timepoints": 4, "series": 4, "instances": 8, "quarantined": 1}],
+        "schedules": [],
     }
     human = run("status", "--config", str(config), cwd=tmp_path)
     assert "lung" in human.stdout and "8" in human.stdout
@@ -174,7 +175,7 @@ def test_db_upgrade(tmp_path: Path, database_url: str) -> None:
     config = write_config(tmp_path, database_url)
     result = run("db", "upgrade", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "0001_research" in result.stdout
+    assert "0002_schedules" in result.stdout
 
 
 def test_two_imports_at_once_store_everything_once(tmp_path: Path, database_url: str) -> None:

@@ -70,5 +70,3 @@ def status(config: Path) -> dict[str, int]:
     result = bridge("status", "--json", config=config)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["projects"][0]  # type: ignore[no-any-return]
-
-

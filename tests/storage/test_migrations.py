@@ -40,6 +40,7 @@ def test_upgrade_matches_the_models_and_is_idempotent(database_url: str) -> None
             "vault_subject",
             "vault_uid",
             "vault_study",
+            "schedulestate",
         } <= tables
     finally:
         database.dispose()
