@@ -217,6 +217,9 @@ def pull(
     retrieve: Annotated[
         Retrieval | None, typer.Option(help="How to retrieve (default: the remote's `retrieve`).")
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Processes de-identifying and indexing what arrives.")
+    ] = DEFAULT_WORKERS,
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -237,7 +240,9 @@ def pull(
     filters = PullFilters(tuple(ids), tuple(accession), tuple(study_uid), modality, since, until, description)
     try:
         with _progress("{task.description}", quiet=as_json) as bar:
-            report = run_pull(settings, chosen, project, filters, progress=BarProgress(bar), actor=getpass.getuser())
+            report = run_pull(
+                settings, chosen, project, filters, progress=BarProgress(bar), actor=getpass.getuser(), workers=workers
+            )
     except RemoteError as error:
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(1) from None

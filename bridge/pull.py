@@ -15,13 +15,14 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from bridge.deid import values
 from bridge.ingest import IngestService, Outcome
+from bridge.ingest_pool import IngestPool
 from bridge.remotes.base import Delivery, Remote, RemoteError, RemoteInstance, RemoteStudy, TruncatedSearch, redact
 from bridge.settings import ConfigError
 from storage import index
@@ -106,9 +107,12 @@ class _Silent:
 
 
 class Puller:
-    def __init__(self, remote: Remote, ingest: IngestService, project: str, incoming: Path) -> None:
+    def __init__(
+        self, remote: Remote, ingest: IngestService, project: str, incoming: Path, ingest_pool: IngestPool
+    ) -> None:
         self.remote = remote
-        self.ingest = ingest
+        self.ingest = ingest  # for lookups in the index; files go to the ingest pool
+        self.ingest_pool = ingest_pool
         self.project = project
         self.context = ingest.projects[project]
         self.incoming = incoming
@@ -209,7 +213,7 @@ class Puller:
         expected: list[RemoteInstance],
         report: PullReport,
     ) -> list[str]:
-        """Retrieve in parallel; ingest in this thread as files arrive (ingest is not shared by threads).
+        """Retrieve in parallel; files are ingested (by the ingest pool) as they arrive.
         Returns the retrievals that completed fewer instances than asked for. When a retrieval failed (after
         the adapter's retries), the study fails with the remote's message."""
         if not tasks:
@@ -226,12 +230,17 @@ class Puller:
                 ): count
                 for series, sop, count in tasks
             }
-            while any(not f.done() for f in futures) or not delivery.files.empty():
+            ingesting: set[Future[Outcome]] = set()
+            while any(not f.done() for f in futures) or not delivery.files.empty() or ingesting:
                 try:
-                    path = delivery.files.get(timeout=0.1)
+                    path = delivery.files.get(timeout=0.02)
+                    ingesting.add(self.ingest_pool.submit(path, project=self.project, source=self.source))
                 except queue.Empty:
-                    continue
-                self._ingest(path, report)
+                    pass
+                finished = {f for f in ingesting if f.done()}
+                ingesting -= finished
+                for outcome in finished:
+                    self._count(outcome.result(), report)
         errors = [failure for future in futures if (failure := future.exception()) is not None]
         if errors:
             raise RemoteError(f"{len(errors)} of {len(tasks)} retrievals failed; first: {redact(str(errors[0]))}")
@@ -261,15 +270,11 @@ class Puller:
             else:
                 time.sleep(0.3)
 
-    def _ingest(self, path: Path, report: PullReport) -> None:
-        try:
-            result = self.ingest.ingest(path, project=self.project, source=self.source)
-        finally:
-            path.unlink(missing_ok=True)
+    def _count(self, outcome: Outcome, report: PullReport) -> None:
         self.progress.advance(1)
-        if result.outcome is Outcome.STORED:
+        if outcome is Outcome.STORED:
             report.fetched += 1
-        elif result.outcome is Outcome.DUPLICATE:
+        elif outcome is Outcome.DUPLICATE:
             report.present += 1
         else:
             report.quarantined += 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from contextlib import AbstractContextManager, nullcontext
 
+from bridge.ingest_pool import IngestPool
 from bridge.pull import Puller, PullFilters, PullProgress, PullReport
 from bridge.remotes.connect import move_destination, open_remote, receiving
 from bridge.runtime import open_ingest, prepare
@@ -22,20 +24,24 @@ def run_pull(
     progress: PullProgress | None = None,
     prepared: bool = False,
     cancel: threading.Event | None = None,
+    workers: int = 1,
 ) -> PullReport:
     """Pull into `project`. C-MOVE needs a listener for the remote to send to: `serve`'s, or one started
-    here for the duration. Raises `RemoteError` when the remote cannot be searched at all."""
+    here for the duration. `workers` processes ingest what is retrieved. Raises `RemoteError` when the remote
+    cannot be searched at all."""
     if not prepared:
         prepare(settings)
     ingest = open_ingest(settings, f"pull:{actor}")
+    pool = IngestPool(functools.partial(open_ingest, settings, f"pull:{actor}"), workers)
     adapter = open_remote(settings, remote, project)
     listening: AbstractContextManager[None] = nullcontext()
     if adapter.via_listener:
         listening = receiving(settings, move_destination(settings, remote, project))
     try:
         with listening:
-            puller = Puller(adapter, ingest, project, Spool(settings.storage.spool_dir).incoming)
+            puller = Puller(adapter, ingest, project, Spool(settings.storage.spool_dir).incoming, pool)
             return puller.pull(filters, progress, cancel)
     finally:
+        pool.close()
         adapter.close()
         ingest.database.dispose()

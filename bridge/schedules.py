@@ -173,6 +173,7 @@ class Schedules:
                 actor=f"schedule:{schedule.name}",
                 prepared=True,
                 cancel=self.stopping,
+                workers=self.settings.dimse.workers,
             )
             ok, result = not report.failed and not report.interrupted, summary(report)
         except (RemoteError, ConfigError) as error:  # messages are redacted of original UIDs
