@@ -23,7 +23,7 @@ from typing import Protocol
 from bridge.deid import values
 from bridge.ingest import IngestService, Outcome
 from bridge.ingest_pool import IngestPool
-from bridge.remotes.base import Delivery, Remote, RemoteError, RemoteInstance, RemoteStudy, TruncatedSearch, redact
+from bridge.remotes.base import Delivery, Remote, RemoteError, RemoteInstance, TruncatedSearch, redact
 from bridge.settings import ConfigError
 from storage import index
 
@@ -125,24 +125,24 @@ class Puller:
         """Pull every study matching `filters`; when `cancel` is set, stop after the current study."""
         self.progress = progress or _Silent()
         report = PullReport()
-        studies: dict[str, RemoteStudy] = {}
+        studies: dict[str, None] = {}
         for query in filters.queries():
-            for study in self.search(query):
-                studies.setdefault(study.uid, study)
+            for study_uid in self.search(query):
+                studies.setdefault(study_uid, None)
         report.studies = len(studies)
         self.progress.studies(len(studies))
-        for number, study in enumerate(studies.values(), 1):
+        for number, study_uid in enumerate(studies, 1):
             if cancel is not None and cancel.is_set():
                 report.interrupted = True
                 break
             try:
-                self._pull_study(study.uid, report, f"study {number}/{len(studies)}")
+                self._pull_study(study_uid, report, f"study {number}/{len(studies)}")
             except RemoteError as error:  # its message is redacted of original UIDs by the adapter
-                report.failed.append(f"study {self._pseudo(study.uid)}: {error}")
+                report.failed.append(f"study {self._pseudo(study_uid)}: {error}")
             self.progress.study_done()
         return report
 
-    def search(self, query: dict[str, str]) -> list[RemoteStudy]:
+    def search(self, query: dict[str, str]) -> list[str]:
         """The studies of one query; a search the remote capped is split by study date until none is."""
         try:
             return self.remote.search_studies(query)
@@ -158,11 +158,11 @@ class Puller:
         middle = first + (last - first) // 2
         logger.info("search capped by the remote: splitting its date range in two")
         halves = [(first, middle), (middle + dt.timedelta(days=1), last)]
-        found: dict[str, RemoteStudy] = {}
+        found: dict[str, None] = {}
         for start, end in halves:
-            for study in self.search({**query, "StudyDate": f"{start:%Y%m%d}-{end:%Y%m%d}"}):
-                found.setdefault(study.uid, study)
-        return list(found.values())
+            for study_uid in self.search({**query, "StudyDate": f"{start:%Y%m%d}-{end:%Y%m%d}"}):
+                found.setdefault(study_uid, None)
+        return list(found)
 
     def _pseudo(self, uid: str) -> str:
         return uid if self.context.retain_uids else values.pseudo_uid(self.context.key, uid)

@@ -57,12 +57,6 @@ def with_retries(retries: int, action: Callable[[], T]) -> T:
 
 
 @dataclass(frozen=True)
-class RemoteStudy:
-    uid: str
-    date: str | None  # YYYYMMDD: what schedules use as their watermark
-
-
-@dataclass(frozen=True)
 class RemoteInstance:
     study_uid: str
     series_uid: str
@@ -114,7 +108,9 @@ class Remote(Protocol):
     timeout: float  # seconds
     via_listener: bool
 
-    def search_studies(self, filters: dict[str, str]) -> list[RemoteStudy]: ...
+    def search_studies(self, filters: dict[str, str]) -> list[str]:
+        """Study Instance UIDs; `TruncatedSearch` when the remote capped the results."""
+        ...
 
     def search_instances(self, study_uid: str) -> list[RemoteInstance]: ...
 
@@ -130,12 +126,6 @@ class Remote(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def study_of(item: dict[str, Any]) -> RemoteStudy | None:
-    """A QIDO-RS (DICOM JSON) study result."""
-    uid = first_value(item, "0020000D")
-    return RemoteStudy(uid, first_value(item, "00080020")) if uid else None
 
 
 def first_value(item: dict[str, Any], tag: str) -> str | None:

@@ -2,8 +2,8 @@
 
 Retries happen here and only here: timeouts, refused connections, 5xx and 429 are retried with backoff
 (`RetriableError`); anything else, and the last failure, is reported with the remote's own message.
-Retrieval asks for `Accept-Encoding: identity` (a PACS asked for gzip compresses every instance, Orthanc
-does) and writes each part to disk as it arrives.
+Retrieval asks for `Accept-Encoding: identity` (a PACS asked for gzip may compress every instance, which
+costs more than it saves on a hospital network) and writes each part to disk as it arrives.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from bridge.remotes.base import (
     FilePart,
     RemoteError,
     RemoteInstance,
-    RemoteStudy,
     RetriableError,
     TruncatedSearch,
     first_value,
     redact,
-    study_of,
     with_retries,
 )
 from bridge.remotes.multipart import MultipartError, boundary_of, split_parts
@@ -98,20 +96,18 @@ class DicomwebRemote:
                 return list(results.values())
             offset += len(items)
 
-    def search_studies(self, filters: dict[str, str]) -> list[RemoteStudy]:
+    def search_studies(self, filters: dict[str, str]) -> list[str]:
         """Studies matching `filters` (QIDO-RS keywords); `TruncatedSearch` when the remote's cap was hit
         (Orthanc 1.10 truncates silently: `result_limit` in the remote's settings is how we know)."""
         found = self._pages(
             "study search",
-            lambda limit, offset: self.client.search_for_studies(
-                search_filters=filters, limit=limit, offset=offset, fields=["StudyDate"]
-            ),
+            lambda limit, offset: self.client.search_for_studies(search_filters=filters, limit=limit, offset=offset),
             "0020000D",
         )
         limit = self.settings.result_limit
         if limit is not None and len(found) >= limit:
             raise TruncatedSearch(f"remote {self.name}: study search reached result_limit ({limit})")
-        return [study for item in found if (study := study_of(item))]
+        return [uid for item in found if (uid := first_value(item, "0020000D"))]
 
     def search_instances(self, study_uid: str) -> list[RemoteInstance]:
         """Every instance of a study, per the remote (the basis of the completeness check)."""

@@ -27,7 +27,6 @@ from bridge.remotes.base import (
     Delivery,
     RemoteError,
     RemoteInstance,
-    RemoteStudy,
     RetriableError,
     TruncatedSearch,
     redact,
@@ -136,8 +135,9 @@ class DimseRemote:
             try:
                 for status, identifier in responses(assoc.send_c_find(query, FIND), assoc):
                     code = int(status.Status) if "Status" in status else None
-                    if code in _PENDING and identifier is not None:
-                        found.append(identifier)
+                    if code in _PENDING:
+                        if identifier is not None:
+                            found.append(identifier)
                     elif code == 0x0000:
                         return found
                     elif code == _CANCEL:
@@ -152,13 +152,13 @@ class DimseRemote:
         return self._call(run)
 
     # -- searches ---------------------------------------------------------------------------------------
-    def search_studies(self, filters: dict[str, str]) -> list[RemoteStudy]:
-        query = _identifier("STUDY", {"StudyInstanceUID": "", "StudyDate": "", **filters})
+    def search_studies(self, filters: dict[str, str]) -> list[str]:
+        query = _identifier("STUDY", {"StudyInstanceUID": "", **filters})
         found = self._find(query, "study search")
         limit = self.settings.result_limit
         if limit is not None and len(found) >= limit:
             raise TruncatedSearch(f"remote {self.name}: study search reached result_limit ({limit})")
-        return [RemoteStudy(str(ds.StudyInstanceUID), str(ds.get("StudyDate", "")) or None) for ds in found]
+        return [str(ds.StudyInstanceUID) for ds in found if ds.get("StudyInstanceUID")]
 
     def search_instances(self, study_uid: str) -> list[RemoteInstance]:
         """Every instance of a study: its series (C-FIND SERIES), then each series' instances (IMAGE)."""
