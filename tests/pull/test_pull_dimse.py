@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 
 from tests import factory
 from tests.dimse.harness import DCMTK_ENV, BridgeProcess, free_port
+from tests.dimse.test_transport import make_tls_files
 from tests.pull.conftest import bridge, status, write_config
 from tests.pull.orthanc import OrthancServer, running_orthanc
 
@@ -168,3 +169,32 @@ def test_remotes_check_names_a_dimse_node_that_does_not_answer(orthanc: OrthancS
     assert result.returncode == 1
     assert "FAIL C-ECHO to ORTHANC" in result.stdout and "no association" in result.stdout
     assert "ok   QIDO-RS" in result.stdout
+
+
+def test_pull_over_dicom_tls(tmp_path: Path) -> None:
+    """Orthanc's DICOM port speaks TLS only: the remote's `tls` and CA file make C-ECHO and C-GET work."""
+    files = make_tls_files(tmp_path / "tls")
+    tls = {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(files.server_cert),
+        "DicomTlsPrivateKey": str(files.server_key),
+        "DicomTlsTrustedCertificates": str(files.ca_cert),
+        "DicomTlsRemoteCertificateRequired": False,
+    }
+    corpus = factory.make_corpus(n_patients=1, studies_per_patient=1, per_series=3)
+    with running_orthanc(tmp_path / "orthanc", extra=tls) as orthanc:
+        orthanc.upload(factory.write_files(corpus, tmp_path / "corpus"))
+        plain = dimse_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc, "c-get")
+        assert "FAIL C-ECHO" in bridge("remotes", "check", "hospital", config=plain).stdout  # TLS is required
+        config = dimse_config(
+            tmp_path,
+            f"sqlite:///{tmp_path / 'b.db'}",
+            orthanc,
+            "c-get",
+            extra=f'tls = true\ntls_ca_file = "{files.ca_cert}"',
+        )
+        check = bridge("remotes", "check", "hospital", config=config)
+        assert "ok   C-ECHO to ORTHANC" in check.stdout and "(TLS)" in check.stdout, check.stdout + check.stderr
+        result = bridge("pull", "hospital", "--project", "lung", "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["fetched"] == 3
