@@ -12,16 +12,21 @@ from types import ModuleType
 REPO = Path(__file__).resolve().parent.parent
 
 
-def load_factory() -> ModuleType:
-    """Import ``tests/factory.py`` from the repository root (``tests`` is not an installed package)."""
-    path = REPO / "tests" / "factory.py"
-    spec = importlib.util.spec_from_file_location("pacs_bridge_test_factory", path)
+def load_repo_module(relative: str, name: str) -> ModuleType:
+    """Import a module of the repository by path (``tests`` is not an installed package; it needs no pytest)."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load the DICOM factory from {path}")
+        raise SystemExit(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+def load_factory() -> ModuleType:
+    """The repository's DICOM factory, ``tests/factory.py``."""
+    return load_repo_module("tests/factory.py", "pacs_bridge_test_factory")
 
 
 def cli_path() -> str:

@@ -27,7 +27,6 @@ each and the ratios pull rate / reference rate (below 1: the pull is slower than
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -44,7 +43,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from common import REPO, clean_env, load_factory
+from common import REPO, clean_env, load_factory, load_repo_module
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -90,15 +89,8 @@ def fail(message: str, details: str = "") -> NoReturn:
 
 
 def load_harness() -> ModuleType:
-    """Import ``tests/pull/orthanc.py`` by path (``tests`` is not an installed package; it needs no pytest)."""
-    path = REPO / "tests" / "pull" / "orthanc.py"
-    spec = importlib.util.spec_from_file_location("pacs_bridge_test_orthanc", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load the Orthanc harness from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
-    spec.loader.exec_module(module)
-    return module
+    """The Orthanc harness of the tests, ``tests/pull/orthanc.py``."""
+    return load_repo_module("tests/pull/orthanc.py", "pacs_bridge_test_orthanc")
 
 
 # --------------------------------------------------------------------------
