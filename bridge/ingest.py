@@ -1,8 +1,9 @@
 """The ingest service every intake path calls: parse, admit, de-identify, store, index, audit.
 
-One call is one unit of work. The de-identified file is made durable before the rows that point at it are
-committed, so a crash leaves at worst a file without a row (rewritten identically on resend), never a row
-without a file. A resend of an indexed instance is recognised by its keyed pseudo UID before any work.
+A batch of instances is one unit of work. Each de-identified file is made durable before the rows that
+point at it are committed, so a crash leaves at worst a file without a row (rewritten identically on
+resend), never a row without a file. A resend of an indexed instance is recognised by its keyed pseudo UID
+before any work.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,10 @@ from bridge.dicomio import MalformedInstance, read_instance, write_instance
 from bridge.projects import ProjectContext
 from bridge.quarantine import Quarantine
 from storage import index, vault
-from storage.audit import record_event
+from storage.audit import record_event, record_events
 from storage.db import Database, UnitOfWork
 from storage.filestore import FileStore, StoredFile, sha256_of
-from storage.models import Instance, QuarantineItem, utcnow
+from storage.models import AuditEvent, Instance, QuarantineItem, utcnow
 
 logger = logging.getLogger(__name__)
 _ATTEMPTS = 3
@@ -39,6 +41,27 @@ class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     QUARANTINED = "quarantined"
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    path: Path
+    project: str
+    source: str  # a short intake label
+    origin: str | None = None  # where it came from, for the quarantine record
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An instance de-identified and durably stored, whose rows are still to be committed."""
+
+    context: ProjectContext
+    project_id: int
+    subject_code: str
+    result: DeidResult
+    stored: StoredFile
+    source: str
+    accession: str
 
 
 @dataclass(frozen=True)
@@ -76,22 +99,47 @@ class IngestService:
 
     def ingest(self, path: Path, *, project: str, source: str, origin: str | None = None) -> IngestResult:
         """Ingest the instance in `path` (left in place) into `project`. `source` is a short intake label."""
-        context = self.projects[project]
-        try:
-            ds = read_instance(path)
-            check_instance(ds)
-            if not context.settings.deid.accept_burned_in and (reason := burned_in_reason(ds)):
-                raise Refused(reason)
-        except (MalformedInstance, Refused) as problem:
-            return self.refuse(path, project=project, reason=str(problem), source=source, origin=origin)
+        result = self.ingest_many([IngestItem(path, project, source, origin)])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def ingest_many(self, items: Sequence[IngestItem]) -> list[IngestResult | Exception]:
+        """Ingest several instances with one transaction for all their rows (the files are written first,
+        each durably). Each item gets its result, or the exception that stopped it alone."""
+        results: list[IngestResult | Exception | None] = [None] * len(items)
+        prepared: list[tuple[int, _Prepared]] = []
+        for position, item in enumerate(items):
+            try:
+                outcome = self._prepare(item)
+            except Exception as error:
+                results[position] = error
+                continue
+            if isinstance(outcome, IngestResult):
+                results[position] = outcome
+            else:
+                prepared.append((position, outcome))
+        if prepared:
+            committed: list[IngestResult | Exception]
+            try:
+                committed = list(self._commit([p for _, p in prepared]))
+            except IntegrityError:  # another worker indexed a row of the batch meanwhile: one by one
+                committed = [self._ingest_alone(items[position]) for position, _ in prepared]
+            for (position, _), result in zip(prepared, committed, strict=True):
+                results[position] = result
+        return [result for result in results if result is not None]
+
+    def _ingest_alone(self, item: IngestItem) -> IngestResult | Exception:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return self._store(ds, path, context, source)
-            except IntegrityError:
+                outcome = self._prepare(item)
+                return outcome if isinstance(outcome, IngestResult) else self._commit([outcome])[0]
+            except IntegrityError as error:
                 if attempt == _ATTEMPTS:
-                    raise
-                logger.info("concurrent insert in project %s, retrying (attempt %d)", project, attempt)
-                ds = read_instance(path)  # the failed attempt de-identified `ds` in place
+                    return error
+                logger.info("concurrent insert in project %s, retrying (attempt %d)", item.project, attempt)
+            except Exception as error:
+                return error
         raise AssertionError("unreachable")
 
     def refuse(
@@ -136,8 +184,18 @@ class IngestService:
             self._project_ids[name] = project.id
         return self._project_ids[name]
 
-    def _store(self, ds: FileDataset, path: Path, context: ProjectContext, source: str) -> IngestResult:
-        """Short transactions around the slow part: nothing is locked while de-identifying and writing."""
+    def _prepare(self, item: IngestItem) -> IngestResult | _Prepared:
+        """Everything but the rows: checks, de-identification, the durable file. Nothing is locked meanwhile."""
+        context = self.projects[item.project]
+        try:
+            ds = read_instance(item.path)
+            check_instance(ds)
+            if not context.settings.deid.accept_burned_in and (reason := burned_in_reason(ds)):
+                raise Refused(reason)
+        except (MalformedInstance, Refused) as problem:
+            return self.refuse(
+                item.path, project=item.project, reason=str(problem), source=item.source, origin=item.origin
+            )
 
         def pseudo(keyword: str) -> str:
             original = str(ds[keyword].value).strip("\x00 ")
@@ -157,33 +215,68 @@ class IngestService:
                 if index.find_instance(work.research, project_id=project_id, sop_instance_uid=pseudo_sop):
                     return IngestResult(Outcome.DUPLICATE, sop_instance_uid=pseudo_sop)
         subject_code = self._subject_code(context, patient_key, identity)
-
         result = deidentify(ds, self._deid_context(context, subject_code, patient_key))
-        out = result.dataset
-        stored = self.store.write(relative, lambda writer: write_instance(writer, out, path))  # type: ignore[arg-type]
+        stored = self.store.write(relative, lambda writer: write_instance(writer, result.dataset, item.path))  # type: ignore[arg-type]
+        return _Prepared(context, project_id, subject_code, result, stored, item.source, accession)
 
-        new_pairs = [(o, p) for o, p in result.uid_map.items() if (context.name, p) not in self._recorded_uids]
-        study_uid = str(out.StudyInstanceUID)
-        # the study's pseudo UID is recorded with the first instance's UID pairs: its accession goes with it
-        record_study = bool(accession) and (context.name, study_uid) not in self._recorded_uids
+    def _commit(self, batch: list[_Prepared]) -> list[IngestResult]:
+        """The rows of a batch of stored files, in one unit of work (vault first)."""
+        new_pairs: dict[tuple[str, str], str] = {}  # (project, pseudo) -> original
+        studies: dict[tuple[str, str], str] = {}  # (project, pseudo study UID) -> accession
+        for p in batch:
+            project = p.context.name
+            for original, pseudo in p.result.uid_map.items():
+                if (project, pseudo) not in self._recorded_uids:
+                    new_pairs[(project, pseudo)] = original
+            # the study's pseudo UID is recorded with the first instance's UID pairs: its accession goes with it
+            study_key = (project, str(p.result.dataset.StudyInstanceUID))
+            if p.accession and study_key not in self._recorded_uids:
+                studies.setdefault(study_key, p.accession)
+        located: dict[tuple[str, str], tuple[int, int]] = {}
         with self.database.unit_of_work() as work:
-            vault.add_uids(work.vault, project=context.name, pairs=new_pairs, cipher=self.cipher)
-            if record_study:
+            for project in {project for project, _ in new_pairs}:
+                pairs = [(original, pseudo) for (name, pseudo), original in new_pairs.items() if name == project]
+                vault.add_uids(work.vault, project=project, pairs=pairs, cipher=self.cipher)
+            for (project, study_uid), accession in studies.items():
                 vault.add_study(
-                    work.vault,
-                    project=context.name,
-                    pseudo_study_uid=study_uid,
-                    accession=accession,
-                    cipher=self.cipher,
+                    work.vault, project=project, pseudo_study_uid=study_uid, accession=accession, cipher=self.cipher
                 )
-            located, inserted = self._index(work, context.name, project_id, subject_code, result, stored, source)
+            rows = []
+            for p in batch:
+                series_key = (p.context.name, str(p.result.dataset.SeriesInstanceUID))
+                where = located.get(series_key) or self._known_series.get(series_key)
+                if where is None:
+                    where = self._ensure_series(work, p.project_id, p.subject_code, p.result)
+                located[series_key] = where
+                rows.append(self._instance_row(p, series_id=where[0]))
+            timepoint_of = dict(located.values())
+            inserted = index.add_instances(work.research, instances=rows, timepoint_of=timepoint_of)
+            record_events(
+                work.research,
+                [
+                    AuditEvent(
+                        actor=self.actor,
+                        action="instance.stored",
+                        project_id=row.project_id,
+                        object=row.sop_instance_uid,
+                        detail=row.source,
+                        at=utcnow(),
+                    )
+                    for row in rows
+                    if row.sop_instance_uid in inserted
+                ],
+            )
         # remembered only once committed: a rolled-back row must not be assumed to exist
-        self._recorded_uids.update((context.name, p) for _, p in new_pairs)
-        self._known_series[(context.name, str(out.SeriesInstanceUID))] = located
-        if not inserted:  # another worker indexed the same instance a moment earlier (same file, same bytes)
-            return IngestResult(Outcome.DUPLICATE, sop_instance_uid=str(out.SOPInstanceUID))
-        logger.debug("stored %s in project %s", out.SOPInstanceUID, context.name)
-        return IngestResult(Outcome.STORED, sop_instance_uid=str(out.SOPInstanceUID))
+        self._recorded_uids.update(new_pairs)
+        for key, where in located.items():
+            self._known_series[key] = where
+        # not inserted: indexed a moment earlier (another worker, or twice in this batch: same file, same bytes)
+        results = []
+        for row in rows:
+            outcome = Outcome.STORED if row.sop_instance_uid in inserted else Outcome.DUPLICATE
+            inserted.discard(row.sop_instance_uid)
+            results.append(IngestResult(outcome, sop_instance_uid=row.sop_instance_uid))
+        return results
 
     def _subject_code(self, context: ProjectContext, patient_key: str, identity: vault.Identity) -> str:
         """The subject of this patient in the project, allocated (and committed, vault first) if new."""
@@ -217,47 +310,21 @@ class IngestService:
             keep_private=context.keep_private,
         )
 
-    def _index(
-        self,
-        work: UnitOfWork,
-        project: str,
-        project_id: int,
-        subject_code: str,
-        result: DeidResult,
-        stored: StoredFile,
-        source: str,
-    ) -> tuple[tuple[int, int], bool]:
-        """Index the stored instance; returns (series id, timepoint id) for the next instance of the series,
-        and whether this call indexed it (False: it already was)."""
-        out = result.dataset
-        located = self._known_series.get((project, str(out.SeriesInstanceUID)))
-        if located is None:
-            located = self._ensure_series(work, project_id, subject_code, result)
-        series_id, timepoint_id = located
-        instance = Instance(
-            project_id=project_id,
+    def _instance_row(self, p: _Prepared, *, series_id: int) -> Instance:
+        out = p.result.dataset
+        return Instance(
+            project_id=p.project_id,
             series_id=series_id,
             sop_instance_uid=str(out.SOPInstanceUID),
             sop_class_uid=str(out.SOPClassUID),
             transfer_syntax_uid=str(out.file_meta.TransferSyntaxUID),
             instance_number=_int(out.get("InstanceNumber")),
-            path=stored.relative_path,
-            size=stored.size,
-            sha256=stored.sha256,
-            source=source[:64],
+            path=p.stored.relative_path,
+            size=p.stored.size,
+            sha256=p.stored.sha256,
+            source=p.source[:64],
             received_at=utcnow(),
         )
-        inserted = index.add_instance(work.research, instance=instance, timepoint_id=timepoint_id)
-        if inserted:
-            record_event(
-                work.research,
-                actor=self.actor,
-                action="instance.stored",
-                project_id=project_id,
-                object=str(out.SOPInstanceUID),
-                detail=source[:1024],
-            )
-        return located, inserted
 
     def _ensure_series(
         self, work: UnitOfWork, project_id: int, subject_code: str, result: DeidResult

@@ -1,8 +1,9 @@
 """Ingest of received files in worker processes, so that de-identification and indexing use every core.
 
-Each worker builds its own ingest service (and database connection) once; a file handed over belongs to
-the pool, which removes it once ingested. Workers are spawned, not forked: the caller may be `serve`, with
-threads running. With one worker, files are ingested in the calling thread, without processes.
+Each worker builds its own ingest service (and database connection) once; files are handed over in
+batches (one transaction for a batch's rows) and belong to the pool, which removes them once ingested.
+Workers are spawned, not forked: the caller may be `serve`, with threads running. With one worker, files
+are ingested in the calling thread, without processes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
-from bridge.ingest import IngestService, Outcome
+from bridge.ingest import IngestItem, IngestService, Outcome
 
 
 class IngestPool:
@@ -30,14 +31,15 @@ class IngestPool:
             for _ in range(workers):  # start the workers now: they load while the remote is searched
                 self._pool.submit(_ready)
 
-    def submit(self, path: Path, *, project: str, source: str) -> Future[Outcome]:
+    def submit(self, paths: list[Path], *, project: str, source: str) -> Future[list[Outcome | Exception]]:
+        """Ingest a batch (one transaction for its rows); per file, its outcome or what stopped it."""
         if self._pool is not None:
-            return self._pool.submit(_ingest_in_worker, path, project, source)
+            return self._pool.submit(_ingest_in_worker, paths, project, source)
         if self._local is None:
             self._local = self._open_service()
-        future: Future[Outcome] = Future()
+        future: Future[list[Outcome | Exception]] = Future()
         try:
-            future.set_result(_ingest(self._local, path, project, source))
+            future.set_result(_ingest(self._local, paths, project, source))
         except Exception as error:
             future.set_exception(error)
         return future
@@ -49,11 +51,13 @@ class IngestPool:
             self._local.database.dispose()
 
 
-def _ingest(service: IngestService, path: Path, project: str, source: str) -> Outcome:
+def _ingest(service: IngestService, paths: list[Path], project: str, source: str) -> list[Outcome | Exception]:
     try:
-        return service.ingest(path, project=project, source=source).outcome
+        results = service.ingest_many([IngestItem(path, project, source) for path in paths])
     finally:
-        path.unlink(missing_ok=True)
+        for path in paths:
+            path.unlink(missing_ok=True)
+    return [result if isinstance(result, Exception) else result.outcome for result in results]
 
 
 _worker_service: IngestService | None = None
@@ -68,6 +72,6 @@ def _ready() -> None:
     """A task that only makes the pool start a worker."""
 
 
-def _ingest_in_worker(path: Path, project: str, source: str) -> Outcome:
+def _ingest_in_worker(paths: list[Path], project: str, source: str) -> list[Outcome | Exception]:
     assert _worker_service is not None, "worker not initialised"
-    return _ingest(_worker_service, path, project, source)
+    return _ingest(_worker_service, paths, project, source)

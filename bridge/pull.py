@@ -28,6 +28,7 @@ from bridge.settings import ConfigError
 from storage import index
 
 logger = logging.getLogger(__name__)
+INGEST_BATCH = 16  # files per ingest task: one transaction for their rows
 
 
 @dataclass(frozen=True)
@@ -230,17 +231,16 @@ class Puller:
                 ): count
                 for series, sop, count in tasks
             }
-            ingesting: set[Future[Outcome]] = set()
+            ingesting: set[Future[list[Outcome | Exception]]] = set()
             while any(not f.done() for f in futures) or not delivery.files.empty() or ingesting:
-                try:
-                    path = delivery.files.get(timeout=0.02)
-                    ingesting.add(self.ingest_pool.submit(path, project=self.project, source=self.source))
-                except queue.Empty:
-                    pass
+                arrived = _take(delivery.files, limit=INGEST_BATCH, wait=0.02)
+                if arrived:
+                    ingesting.add(self.ingest_pool.submit(arrived, project=self.project, source=self.source))
                 finished = {f for f in ingesting if f.done()}
                 ingesting -= finished
-                for outcome in finished:
-                    self._count(outcome.result(), report)
+                for batch in finished:
+                    for outcome in batch.result():
+                        self._count(outcome, report)
         errors = [failure for future in futures if (failure := future.exception()) is not None]
         if errors:
             raise RemoteError(f"{len(errors)} of {len(tasks)} retrievals failed; first: {redact(str(errors[0]))}")
@@ -270,14 +270,30 @@ class Puller:
             else:
                 time.sleep(0.3)
 
-    def _count(self, outcome: Outcome, report: PullReport) -> None:
+    def _count(self, outcome: Outcome | Exception, report: PullReport) -> None:
         self.progress.advance(1)
-        if outcome is Outcome.STORED:
+        if isinstance(outcome, Exception):  # the instance stays missing: fetched again, then reported
+            logger.error("ingest of a retrieved instance failed (%s)", type(outcome).__name__)
+        elif outcome is Outcome.STORED:
             report.fetched += 1
         elif outcome is Outcome.DUPLICATE:
             report.present += 1
         else:
             report.quarantined += 1
+
+
+def _take(files: queue.Queue[Path], *, limit: int, wait: float) -> list[Path]:
+    """What has arrived, up to `limit` files (waiting `wait` seconds for the first)."""
+    try:
+        taken = [files.get(timeout=wait)]
+    except queue.Empty:
+        return []
+    while len(taken) < limit:
+        try:
+            taken.append(files.get_nowait())
+        except queue.Empty:
+            break
+    return taken
 
 
 def _date_range(value: str) -> tuple[dt.date, dt.date]:

@@ -1,8 +1,9 @@
 """Ingest workers: processes that claim spool entries, run the ingest service, and clear each entry.
 
 The spool is the source of truth and the only channel: listeners (in any process) admit entries, workers
-claim them by rename. An entry is removed only after ingest committed (stored, duplicate or quarantined),
-so a crash anywhere re-runs it and ingest recognises what it already has. Workers run at a lower CPU
+claim them by rename, a batch at a time (one transaction for the batch's rows). An entry is removed only
+after ingest committed (stored, duplicate or quarantined), so a crash anywhere re-runs it and ingest
+recognises what it already has. Workers run at a lower CPU
 priority than the listeners: a waiting PACS is answered first, de-identification catches up after a burst.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from bridge.ingest import IngestService
+from bridge.ingest import IngestItem, IngestService
 from bridge.logs import configure_logging
 from bridge.spool import Spool
 
@@ -47,20 +48,24 @@ def run_worker(
                     break
                 time.sleep(IDLE_SECONDS)
                 continue
-            for entry in batch:
-                if stop.is_set():
+            if stop.is_set():
+                for entry in batch:
                     spool.unclaim(entry)
-                    continue
-                try:
-                    service.ingest(entry.path, project=entry.project, source=entry.source)
-                except Exception as exc:
+                continue
+            try:
+                results = service.ingest_many([IngestItem(e.path, e.project, e.source) for e in batch])
+            except Exception as exc:  # the database is down, say: everything stays in the spool
+                results = [exc] * len(batch)
+            for entry, result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
                     failures += 1
-                    logger.error("ingest of a spool entry failed (%s); it stays in the spool", type(exc).__name__)
-                    logger.debug("failure detail", exc_info=True)
+                    logger.error("ingest of a spool entry failed (%s); it stays in the spool", type(result).__name__)
+                    logger.debug("failure detail", exc_info=result)
                     spool.unclaim(entry)
-                    time.sleep(min(MAX_BACKOFF_SECONDS, 0.5 * 2**failures))  # a database that is down, say
-                    continue
-                failures = 0
-                spool.done(entry)
+                else:
+                    failures = 0
+                    spool.done(entry)
+            if failures:
+                time.sleep(min(MAX_BACKOFF_SECONDS, 0.5 * 2**failures))
     finally:
         service.database.dispose()

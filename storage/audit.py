@@ -19,3 +19,12 @@ def record_event(
     event = AuditEvent(actor=actor, action=action, object=object, project_id=project_id, detail=detail)
     session.add(event)
     return event
+
+
+def record_events(session: Session, events: list[AuditEvent]) -> None:
+    """Several events in one statement (ingest of a batch)."""
+    if events:
+        table = AuditEvent.__table__  # type: ignore[attr-defined]
+        session.execute(
+            table.insert(), [{c.name: getattr(e, c.name) for c in table.c if c.name != "id"} for e in events]
+        )

@@ -7,6 +7,7 @@ are inserted with insert-or-ignore on their unique key and then read back, so th
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,7 +24,7 @@ from storage.models import (
     Timepoint,
     utcnow,
 )
-from storage.upsert import insert_ignore_one
+from storage.upsert import insert_ignore, insert_ignore_one
 
 Row = TypeVar("Row", bound=ResearchModel)
 
@@ -144,24 +145,34 @@ def indexed_uids(session: Session, *, project_id: int, sop_instance_uids: list[s
     return held
 
 
-def add_instance(session: Session, *, instance: Instance, timepoint_id: int) -> bool:
-    """Insert the instance and count it; False when it was already indexed (a resend)."""
-    row = {c.name: getattr(instance, c.name) for c in Instance.__table__.c if c.name != "id"}  # type: ignore[attr-defined]
-    row["received_at"] = row["received_at"] or utcnow()
+def add_instances(session: Session, *, instances: list[Instance], timepoint_of: dict[int, int]) -> set[str]:
+    """Insert the instances and count them in their series and timepoints (`timepoint_of`: series id ->
+    timepoint id); returns the SOP Instance UIDs inserted (the others were already indexed: resends)."""
+    if not instances:
+        return set()
     table = Instance.__table__  # type: ignore[attr-defined]
-    inserted = insert_ignore_one(session, table, row)
-    if inserted:
+    columns = [c.name for c in table.c if c.name != "id"]
+    rows = [{name: getattr(instance, name) for name in columns} for instance in instances]
+    for row in rows:
+        row["received_at"] = row["received_at"] or utcnow()
+    statement = insert_ignore(session, table).returning(table.c.sop_instance_uid, table.c.series_id)
+    inserted = session.execute(statement, rows).all()
+    per_series = Counter(series_id for _, series_id in inserted)
+    per_timepoint: Counter[int] = Counter()
+    for series_id, count in per_series.items():
         session.execute(
             update(Series)
-            .where(Series.id == instance.series_id)  # type: ignore[arg-type]
-            .values(instance_count=Series.instance_count + 1)
+            .where(Series.id == series_id)
+            .values(instance_count=Series.instance_count + count)
         )
+        per_timepoint[timepoint_of[series_id]] += count
+    for timepoint_id, count in per_timepoint.items():
         session.execute(
             update(Timepoint)
             .where(Timepoint.id == timepoint_id)  # type: ignore[arg-type]
-            .values(instance_count=Timepoint.instance_count + 1)
+            .values(instance_count=Timepoint.instance_count + count)
         )
-    return inserted
+    return {str(uid) for uid, _ in inserted}
 
 
 def find_quarantined(session: Session, *, project_id: int | None, sha256: str) -> QuarantineItem | None:
