@@ -15,13 +15,15 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.dicomio import looks_like_dicom
-from bridge.ingest import IngestService, Outcome
+from bridge.ingest import IngestItem, IngestService, Outcome
 
 logger = logging.getLogger(__name__)
+_BATCH = 8  # files per ingest call: one transaction for their rows
 
 
 class FileKind(enum.Enum):
@@ -87,25 +89,39 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
             raise FileNotFoundError(f"{path}: no such file or folder")
 
 
-def import_one(service: IngestService, path: Path, project: str) -> FileResult:
-    if path.name.upper() == "DICOMDIR":
-        return FileResult(path, FileKind.DICOMDIR)  # the index of a CD; the files it lists are walked anyway
-    try:
-        if not looks_like_dicom(path):
-            return FileResult(path, FileKind.NOT_DICOM)
-        result = service.ingest(path, project=project, source="import", origin=str(path))
-    except OSError as exc:
-        return FileResult(path, FileKind.UNREADABLE, exc.strerror or type(exc).__name__)
-    except Exception as exc:
-        logger.error("import of one file failed (%s); continuing with the next", type(exc).__name__)
-        logger.debug("failure detail", exc_info=True)
-        return FileResult(path, FileKind.FAILED, type(exc).__name__)
-    kinds = {
-        Outcome.STORED: FileKind.STORED,
-        Outcome.DUPLICATE: FileKind.DUPLICATE,
-        Outcome.QUARANTINED: FileKind.QUARANTINED,
-    }
-    return FileResult(path, kinds[result.outcome], result.reason)
+_KINDS = {
+    Outcome.STORED: FileKind.STORED,
+    Outcome.DUPLICATE: FileKind.DUPLICATE,
+    Outcome.QUARANTINED: FileKind.QUARANTINED,
+}
+
+
+def import_batch(service: IngestService, paths: list[Path], project: str) -> list[FileResult]:
+    """Classify each file, ingest the DICOM ones together (one transaction for their rows)."""
+    results: dict[int, FileResult] = {}
+    dicom: list[tuple[int, Path]] = []
+    for position, path in enumerate(paths):
+        if path.name.upper() == "DICOMDIR":
+            results[position] = FileResult(path, FileKind.DICOMDIR)  # a CD's index; its files are walked anyway
+            continue
+        try:
+            if looks_like_dicom(path):
+                dicom.append((position, path))
+            else:
+                results[position] = FileResult(path, FileKind.NOT_DICOM)
+        except OSError as exc:
+            results[position] = FileResult(path, FileKind.UNREADABLE, exc.strerror or type(exc).__name__)
+    items = [IngestItem(path, project, "import", origin=str(path)) for _, path in dicom]
+    for (position, path), outcome in zip(dicom, service.ingest_many(items), strict=True):
+        if isinstance(outcome, OSError):
+            results[position] = FileResult(path, FileKind.UNREADABLE, outcome.strerror or type(outcome).__name__)
+        elif isinstance(outcome, Exception):
+            logger.error("import of one file failed (%s); continuing with the next", type(outcome).__name__)
+            logger.debug("failure detail", exc_info=outcome)
+            results[position] = FileResult(path, FileKind.FAILED, type(outcome).__name__)
+        else:
+            results[position] = FileResult(path, _KINDS[outcome.outcome], outcome.reason)
+    return [results[position] for position in range(len(paths))]
 
 
 def import_files(
@@ -118,21 +134,24 @@ def import_files(
 ) -> ImportSummary:
     """Import `files`; `open_service` builds an ingest service (called once per worker process)."""
     summary = ImportSummary()
-    if workers <= 1 or len(files) < 2 * workers:
-        service = open_service()
-        results: Iterable[FileResult] = (import_one(service, path, project) for path in files)
-        for result in results:
-            summary.add(result)
-            if progress:
-                progress(result)
-        return summary
-    # fork: workers inherit the imported modules; the caller has no open database connection yet
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(open_service,)) as pool:
-        for result in pool.map(_import_in_worker, files, [project] * len(files), chunksize=4):
-            summary.add(result)
-            if progress:
-                progress(result)
+    batches = [files[start : start + _BATCH] for start in range(0, len(files), _BATCH)]
+    with ExitStack() as stack:
+        results: Iterable[list[FileResult]]
+        if workers <= 1 or len(batches) < 2 * workers:
+            service = open_service()
+            results = (import_batch(service, batch, project) for batch in batches)
+        else:
+            # fork: workers inherit the imported modules; the caller has no open database connection yet
+            context = multiprocessing.get_context("fork")
+            pool = stack.enter_context(
+                ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(open_service,))
+            )
+            results = pool.map(_import_in_worker, batches, [project] * len(batches))
+        for batch_results in results:
+            for result in batch_results:
+                summary.add(result)
+                if progress:
+                    progress(result)
     return summary
 
 
@@ -144,6 +163,6 @@ def _start_worker(open_service: Callable[[], IngestService]) -> None:
     _worker_service = open_service()
 
 
-def _import_in_worker(path: Path, project: str) -> FileResult:
+def _import_in_worker(paths: list[Path], project: str) -> list[FileResult]:
     assert _worker_service is not None, "worker not initialised"
-    return import_one(_worker_service, path, project)
+    return import_batch(_worker_service, paths, project)
