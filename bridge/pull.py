@@ -29,6 +29,7 @@ from storage import index
 
 logger = logging.getLogger(__name__)
 INGEST_BATCH = 16  # files per ingest task: one transaction for their rows
+_LOOKAHEAD = 2  # studies whose instance lists are asked for ahead of their retrieval
 
 
 @dataclass(frozen=True)
@@ -132,15 +133,23 @@ class Puller:
                 studies.setdefault(study_uid, None)
         report.studies = len(studies)
         self.progress.studies(len(studies))
-        for number, study_uid in enumerate(studies, 1):
-            if cancel is not None and cancel.is_set():
-                report.interrupted = True
-                break
-            try:
-                self._pull_study(study_uid, report, f"study {number}/{len(studies)}")
-            except RemoteError as error:  # its message is redacted of original UIDs by the adapter
-                report.failed.append(f"study {self._pseudo(study_uid)}: {error}")
-            self.progress.study_done()
+        order = list(studies)
+        # the instance lists of the next studies are asked for while this one is retrieved and ingested
+        with ThreadPoolExecutor(1, thread_name_prefix="search") as lookahead:
+            listed = [lookahead.submit(self.remote.search_instances, uid) for uid in order[:_LOOKAHEAD]]
+            for number, study_uid in enumerate(order, 1):
+                if number + _LOOKAHEAD <= len(order):
+                    listed.append(lookahead.submit(self.remote.search_instances, order[number + _LOOKAHEAD - 1]))
+                if cancel is not None and cancel.is_set():
+                    report.interrupted = True
+                    break
+                try:
+                    self._pull_study(study_uid, listed[number - 1].result(), report, f"study {number}/{len(order)}")
+                except RemoteError as error:  # its message is redacted of original UIDs by the adapter
+                    report.failed.append(f"study {self._pseudo(study_uid)}: {error}")
+                self.progress.study_done()
+            for future in listed:
+                future.cancel()
         return report
 
     def search(self, query: dict[str, str]) -> list[str]:
@@ -175,8 +184,7 @@ class Puller:
             held = index.indexed_uids(work.research, project_id=project_id, sop_instance_uids=list(by_pseudo))
         return [instance for pseudo, instance in by_pseudo.items() if pseudo not in held]
 
-    def _pull_study(self, study_uid: str, report: PullReport, label: str) -> None:
-        instances = self.remote.search_instances(study_uid)
+    def _pull_study(self, study_uid: str, instances: list[RemoteInstance], report: PullReport, label: str) -> None:
         self.progress.study(label, len(instances))
         series_all: dict[str, list[RemoteInstance]] = {}
         for instance in instances:
