@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,21 @@ from typing import Protocol
 from bridge.deid import values
 from bridge.ingest import IngestService, Outcome
 from bridge.ingest_pool import IngestPool
-from bridge.remotes.base import Delivery, Remote, RemoteError, RemoteInstance, TruncatedSearch, redact
+from bridge.remotes.base import (
+    Delivery,
+    Remote,
+    RemoteError,
+    RemoteInstance,
+    RemoteSeries,
+    TruncatedSearch,
+    redact,
+)
 from bridge.settings import ConfigError
 from storage import index
 
 logger = logging.getLogger(__name__)
 INGEST_BATCH = 16  # files per ingest task: one transaction for their rows
-_LOOKAHEAD = 2  # studies whose instance lists are asked for ahead of their retrieval
+_LOOKAHEAD = 2  # studies whose series are asked for ahead of their retrieval
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,24 @@ class PullReport:
     missing: int = 0
     failed: list[str] = field(default_factory=list)  # per study, with the remote's message; pseudo UIDs only
     interrupted: bool = False  # stopped before the last study (the next run fetches the rest)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One retrieval: a whole series (`sop_uid` None) or one instance, and how many instances it brings."""
+
+    series_uid: str
+    sop_uid: str | None
+    count: int
+    sop_classes: frozenset[str] = frozenset()  # as far as known (C-GET offers to receive these)
+
+    @classmethod
+    def one(cls, instance: RemoteInstance) -> Task:
+        return cls(instance.series_uid, instance.sop_uid, 1, _classes([instance]))
+
+
+def _classes(instances: list[RemoteInstance]) -> frozenset[str]:
+    return frozenset(i.sop_class_uid for i in instances if i.sop_class_uid)
 
 
 class PullProgress(Protocol):
@@ -134,12 +161,12 @@ class Puller:
         report.studies = len(studies)
         self.progress.studies(len(studies))
         order = list(studies)
-        # the instance lists of the next studies are asked for while this one is retrieved and ingested
+        # the series of the next studies are asked for while this one is retrieved and ingested
         with ThreadPoolExecutor(1, thread_name_prefix="search") as lookahead:
-            listed = [lookahead.submit(self.remote.search_instances, uid) for uid in order[:_LOOKAHEAD]]
+            listed = [lookahead.submit(self.remote.search_series, uid) for uid in order[:_LOOKAHEAD]]
             for number, study_uid in enumerate(order, 1):
                 if number + _LOOKAHEAD <= len(order):
-                    listed.append(lookahead.submit(self.remote.search_instances, order[number + _LOOKAHEAD - 1]))
+                    listed.append(lookahead.submit(self.remote.search_series, order[number + _LOOKAHEAD - 1]))
                 if cancel is not None and cancel.is_set():
                     report.interrupted = True
                     break
@@ -184,60 +211,73 @@ class Puller:
             held = index.indexed_uids(work.research, project_id=project_id, sop_instance_uids=list(by_pseudo))
         return [instance for pseudo, instance in by_pseudo.items() if pseudo not in held]
 
-    def _pull_study(self, study_uid: str, instances: list[RemoteInstance], report: PullReport, label: str) -> None:
-        self.progress.study(label, len(instances))
-        series_all: dict[str, list[RemoteInstance]] = {}
-        for instance in instances:
-            series_all.setdefault(instance.series_uid, []).append(instance)
-        report.series += len(series_all)
-        missing = self._missing(instances)
-        present = len(instances) - len(missing)
+    def _held(self, expected: dict[str, int]) -> dict[str, int]:
+        """How many instances the index holds in each of these (original) series."""
+        pseudo = {self._pseudo(uid): uid for uid in expected}
+        with self.ingest.database.unit_of_work() as work:
+            counts = index.series_counts(
+                work.research, project_id=self.ingest.project_id(self.project), series_uids=list(pseudo)
+            )
+        return {uid: counts.get(p, 0) for p, uid in pseudo.items()}
+
+    def _pull_study(self, study_uid: str, listed: list[RemoteSeries], report: PullReport, label: str) -> None:
+        """Compare the remote's count of each series with the index: fetch whole series the index lacks,
+        list the instances of series it holds in part. A remote that does not count has its instances listed."""
+        known: dict[str, list[RemoteInstance]] = {}
+        if any(series.count is None for series in listed):
+            for instance in self.remote.search_instances(study_uid):
+                known.setdefault(instance.series_uid, []).append(instance)
+            listed = [RemoteSeries(uid, len(instances)) for uid, instances in known.items()]
+        expected = {series.uid: series.count or 0 for series in listed}
+        report.series += len(expected)
+        self.progress.study(label, sum(expected.values()))
+        held = self._held(expected)
+        present = sum(min(held[uid], count) for uid, count in expected.items())
         report.present += present
         self.progress.advance(present)
-        wanted: dict[str, list[RemoteInstance]] = {}
-        for instance in missing:
-            wanted.setdefault(instance.series_uid, []).append(instance)
-        tasks: list[tuple[str, str | None, int]] = []
-        for series_uid, lacking in wanted.items():
-            if len(lacking) == len(series_all[series_uid]):
-                tasks.append((series_uid, None, len(lacking)))  # the whole series, one request
-            else:
-                tasks.extend((series_uid, i.sop_uid, 1) for i in lacking)
-        short = self._fetch(study_uid, tasks, missing, report)
-        still = self._missing(instances)
-        if still:  # completeness: what the remote lists and the index lacks, once more one by one
-            short += self._fetch(study_uid, [(i.series_uid, i.sop_uid, 1) for i in still], still, report)
-            still = self._missing(instances)
-        if still:
-            report.missing += len(still)
+
+        def lacking() -> int:
+            counts = self._held(expected)
+            return sum(max(0, count - counts[uid]) for uid, count in expected.items())
+
+        def instances_of(series_uid: str) -> list[RemoteInstance]:
+            if series_uid not in known:
+                known[series_uid] = self.remote.search_instances(study_uid, series_uid)
+            return known[series_uid]
+
+        tasks: list[Task] = []
+        for uid, count in expected.items():
+            if held[uid] == 0 and count:
+                tasks.append(Task(uid, None, count, _classes(known.get(uid, []))))  # the whole series at once
+            elif held[uid] < count:
+                tasks.extend(Task.one(i) for i in self._missing(instances_of(uid)))
+        short = self._fetch(study_uid, tasks, report, lacking)
+        held = self._held(expected)
+        if any(held[uid] < count for uid, count in expected.items()):
+            # completeness: the instances the remote lists and the index lacks, once more one by one
+            still = [i for uid, n in expected.items() if held[uid] < n for i in self._missing(instances_of(uid))]
+            short += self._fetch(study_uid, [Task.one(i) for i in still], report, lacking)
+        missing = lacking()
+        if missing:
+            report.missing += missing
             why = f" ({'; '.join(short[:3])})" if short else ""
             report.failed.append(
-                f"study {self._pseudo(study_uid)}: {len(still)} of {len(instances)} instances still missing{why}"
+                f"study {self._pseudo(study_uid)}: {missing} of {sum(expected.values())} instances still missing{why}"
             )
 
-    def _fetch(
-        self,
-        study_uid: str,
-        tasks: list[tuple[str, str | None, int]],
-        expected: list[RemoteInstance],
-        report: PullReport,
-    ) -> list[str]:
-        """Retrieve in parallel; files are ingested (by the ingest pool) as they arrive.
-        Returns the retrievals that completed fewer instances than asked for. When a retrieval failed (after
-        the adapter's retries), the study fails with the remote's message."""
+    def _fetch(self, study_uid: str, tasks: list[Task], report: PullReport, lacking: Callable[[], int]) -> list[str]:
+        """Retrieve in parallel; files are ingested (by the ingest pool) as they arrive; `lacking()` counts
+        what the index still lacks (C-MOVE: the wait for arrivals). Returns the retrievals that completed
+        fewer instances than asked for. When a retrieval failed (after the adapter's retries), the study fails
+        with the remote's message."""
         if not tasks:
             return []
+        before = lacking() if self.remote.via_listener else 0
         delivery = Delivery(self.incoming)
-        classes: dict[str, set[str]] = {}
-        for instance in expected:
-            if instance.sop_class_uid:
-                classes.setdefault(instance.series_uid, set()).add(instance.sop_class_uid)
         with ThreadPoolExecutor(self.remote.parallel, thread_name_prefix="retrieve") as pool:
             futures = {
-                pool.submit(
-                    self.remote.retrieve, delivery, study_uid, series, sop, frozenset(classes.get(series, ()))
-                ): count
-                for series, sop, count in tasks
+                pool.submit(self.remote.retrieve, delivery, study_uid, t.series_uid, t.sop_uid, t.sop_classes): t
+                for t in tasks
             }
             ingesting: set[Future[list[Outcome | Exception]]] = set()
             while any(not f.done() for f in futures) or not delivery.files.empty() or ingesting:
@@ -253,22 +293,20 @@ class Puller:
         if errors:
             raise RemoteError(f"{len(errors)} of {len(tasks)} retrievals failed; first: {redact(str(errors[0]))}")
         short = [
-            f"a retrieval answered success with {done} of {count} instances"
-            for future, count in futures.items()
-            if (done := future.result()) < count
+            f"a retrieval answered success with {done} of {task.count} instances"
+            for future, task in futures.items()
+            if (done := future.result()) < task.count
         ]
         if self.remote.via_listener:
-            self._await_arrival(expected, report)
+            self._await_arrival(before, lacking, report)
         return short
 
-    def _await_arrival(self, expected: list[RemoteInstance], report: PullReport) -> None:
+    def _await_arrival(self, waiting: int, lacking: Callable[[], int], report: PullReport) -> None:
         """C-MOVE: the instances come through the bridge's listener and its ingest workers; wait until the
-        index holds them, or until nothing more arrived for the remote's timeout. `expected` were all
-        missing when the retrieval began."""
-        waiting = len(expected)
+        index holds them, or until nothing more arrived for the remote's timeout."""
         quiet_since = time.monotonic()
         while waiting:
-            now = len(self._missing(expected))
+            now = lacking()
             if now < waiting:
                 report.fetched += waiting - now
                 self.progress.advance(waiting - now)

@@ -145,6 +145,18 @@ def indexed_uids(session: Session, *, project_id: int, sop_instance_uids: list[s
     return held
 
 
+def series_counts(session: Session, *, project_id: int, series_uids: list[str]) -> dict[str, int]:
+    """Instances indexed per (pseudo) Series Instance UID, for those the project holds."""
+    counts: dict[str, int] = {}
+    for start in range(0, len(series_uids), 500):
+        statement = select(Series.series_uid, Series.instance_count).where(
+            Series.project_id == project_id,
+            Series.series_uid.in_(series_uids[start : start + 500]),  # type: ignore[attr-defined]
+        )
+        counts.update({str(uid): int(count) for uid, count in session.exec(statement).all()})
+    return counts
+
+
 def add_instances(session: Session, *, instances: list[Instance], timepoint_of: dict[int, int]) -> set[str]:
     """Insert the instances and count them in their series and timepoints (`timepoint_of`: series id ->
     timepoint id); returns the SOP Instance UIDs inserted (the others were already indexed: resends)."""
@@ -161,9 +173,7 @@ def add_instances(session: Session, *, instances: list[Instance], timepoint_of: 
     per_timepoint: Counter[int] = Counter()
     for series_id, count in per_series.items():
         session.execute(
-            update(Series)
-            .where(Series.id == series_id)
-            .values(instance_count=Series.instance_count + count)
+            update(Series).where(Series.id == series_id).values(instance_count=Series.instance_count + count)
         )
         per_timepoint[timepoint_of[series_id]] += count
     for timepoint_id, count in per_timepoint.items():

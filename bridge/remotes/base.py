@@ -57,6 +57,12 @@ def with_retries(retries: int, action: Callable[[], T]) -> T:
 
 
 @dataclass(frozen=True)
+class RemoteSeries:
+    uid: str
+    count: int | None  # instances, as the remote counts them (None: it does not say)
+
+
+@dataclass(frozen=True)
 class RemoteInstance:
     study_uid: str
     series_uid: str
@@ -112,7 +118,13 @@ class Remote(Protocol):
         """Study Instance UIDs; `TruncatedSearch` when the remote capped the results."""
         ...
 
-    def search_instances(self, study_uid: str) -> list[RemoteInstance]: ...
+    def search_series(self, study_uid: str) -> list[RemoteSeries]:
+        """The series of a study, each with its instance count (the basis of the completeness check)."""
+        ...
+
+    def search_instances(self, study_uid: str, series_uid: str | None = None) -> list[RemoteInstance]:
+        """The instances of a study, or of one of its series."""
+        ...
 
     def retrieve(
         self,

@@ -21,6 +21,7 @@ from bridge.remotes.base import (
     FilePart,
     RemoteError,
     RemoteInstance,
+    RemoteSeries,
     RetriableError,
     TruncatedSearch,
     first_value,
@@ -35,6 +36,13 @@ T = TypeVar("T")
 _CHUNK = 1 << 20
 _ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _ERRNO = re.compile(r"\[Errno \d+\] ([^\"')]+)")
+
+
+def _number(value: str | None) -> int | None:
+    try:
+        return int(str(value).strip()) if value is not None else None
+    except ValueError:
+        return None
 
 
 class DicomwebRemote:
@@ -109,18 +117,32 @@ class DicomwebRemote:
             raise TruncatedSearch(f"remote {self.name}: study search reached result_limit ({limit})")
         return [uid for item in found if (uid := first_value(item, "0020000D"))]
 
-    def search_instances(self, study_uid: str) -> list[RemoteInstance]:
-        """Every instance of a study, per the remote (the basis of the completeness check)."""
+    def search_series(self, study_uid: str) -> list[RemoteSeries]:
+        found = self._pages(
+            "series search",
+            lambda limit, offset: self.client.search_for_series(
+                study_instance_uid=study_uid, fields=["00201209"], limit=limit, offset=offset
+            ),
+            "0020000E",
+        )
+        listed = []
+        for item in found:
+            uid, count = first_value(item, "0020000E"), first_value(item, "00201209")
+            if uid:
+                listed.append(RemoteSeries(uid, _number(count)))
+        return listed
+
+    def search_instances(self, study_uid: str, series_uid: str | None = None) -> list[RemoteInstance]:
         found = self._pages(
             "instance search",
             lambda limit, offset: self.client.search_for_instances(
-                study_instance_uid=study_uid, limit=limit, offset=offset
+                study_instance_uid=study_uid, series_instance_uid=series_uid, limit=limit, offset=offset
             ),
             "00080018",
         )
         instances = []
         for item in found:
-            series, sop = first_value(item, "0020000E"), first_value(item, "00080018")
+            series, sop = first_value(item, "0020000E") or series_uid, first_value(item, "00080018")
             if series and sop:
                 instances.append(RemoteInstance(study_uid, series, sop, first_value(item, "00080016")))
         return instances

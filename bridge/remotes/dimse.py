@@ -27,6 +27,7 @@ from bridge.remotes.base import (
     Delivery,
     RemoteError,
     RemoteInstance,
+    RemoteSeries,
     RetriableError,
     TruncatedSearch,
     redact,
@@ -160,31 +161,28 @@ class DimseRemote:
             raise TruncatedSearch(f"remote {self.name}: study search reached result_limit ({limit})")
         return [str(ds.StudyInstanceUID) for ds in found if ds.get("StudyInstanceUID")]
 
-    def search_instances(self, study_uid: str) -> list[RemoteInstance]:
-        """Every instance of a study: its series (C-FIND SERIES), then each series' instances (IMAGE)."""
-        series = self._find(
-            _identifier("SERIES", {"StudyInstanceUID": study_uid, "SeriesInstanceUID": ""}), "series search"
+    def search_series(self, study_uid: str) -> list[RemoteSeries]:
+        query = _identifier(
+            "SERIES", {"StudyInstanceUID": study_uid, "SeriesInstanceUID": "", "NumberOfSeriesRelatedInstances": ""}
         )
+        listed = []
+        for item in self._find(query, "series search"):
+            uid = str(item.get("SeriesInstanceUID", ""))
+            count = item.get("NumberOfSeriesRelatedInstances")
+            if uid:
+                listed.append(RemoteSeries(uid, int(count) if count not in (None, "") else None))
+        return listed
+
+    def search_instances(self, study_uid: str, series_uid: str | None = None) -> list[RemoteInstance]:
+        """The instances of a series (C-FIND IMAGE), or of every series of the study."""
+        series = [series_uid] if series_uid else [s.uid for s in self.search_series(study_uid)]
         instances = []
-        for item in series:
-            series_uid = str(item.get("SeriesInstanceUID", ""))
-            if not series_uid:
-                continue
-            query = _identifier(
-                "IMAGE",
-                {
-                    "StudyInstanceUID": study_uid,
-                    "SeriesInstanceUID": series_uid,
-                    "SOPInstanceUID": "",
-                    "SOPClassUID": "",
-                },
-            )
-            for image in self._find(query, "instance search"):
+        for uid in series:
+            keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid, "SOPInstanceUID": "", "SOPClassUID": ""}
+            for image in self._find(_identifier("IMAGE", keys), "instance search"):
                 sop = str(image.get("SOPInstanceUID", ""))
                 if sop:
-                    instances.append(
-                        RemoteInstance(study_uid, series_uid, sop, str(image.get("SOPClassUID", "")) or None)
-                    )
+                    instances.append(RemoteInstance(study_uid, uid, sop, str(image.get("SOPClassUID", "")) or None))
         return instances
 
     def probe(self) -> str:

@@ -150,3 +150,37 @@ def test_an_interrupted_pull_completes_on_the_next_run(orthanc: OrthancServer, t
     for ds in datasets:
         for secret in (str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), str(ds.PatientID)):
             assert secret not in logs, "identified data in the pull's output"
+
+
+def test_a_remote_that_does_not_count_its_series_has_its_instances_listed(
+    orthanc: OrthancServer,
+    corpus: list,  # type: ignore[type-arg]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Some PACS leave out Number of Series Related Instances. Orthanc always gives it, so the real adapter is
+    wrapped to drop it (the only thing not real here); the pull must then list every instance to compare."""
+    from bridge import pull_job
+    from bridge.pull import PullFilters
+    from bridge.remotes.base import RemoteSeries
+    from bridge.remotes.dicomweb import DicomwebRemote
+    from bridge.settings import load_settings
+
+    listed: list[str] = []
+
+    class Uncounting(DicomwebRemote):
+        def search_series(self, study_uid: str) -> list[RemoteSeries]:
+            return [RemoteSeries(s.uid, None) for s in super().search_series(study_uid)]
+
+        def search_instances(self, study_uid: str, series_uid: str | None = None) -> list:  # type: ignore[type-arg]
+            listed.append(study_uid)
+            return super().search_instances(study_uid, series_uid)
+
+    settings = load_settings(write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc))
+    monkeypatch.setattr(pull_job, "open_remote", lambda s, remote, project: Uncounting(remote))
+    patient = str(corpus[0].PatientID)
+    first = pull_job.run_pull(settings, settings.remote("hospital"), "lung", PullFilters((patient,)), actor="t")
+    assert (first.studies, first.fetched, first.missing, first.failed) == (2, 8, 0, [])
+    assert len(listed) == 2  # one instance listing per study
+    again = pull_job.run_pull(settings, settings.remote("hospital"), "lung", PullFilters((patient,)), actor="t")
+    assert (again.fetched, again.present) == (0, 8)
