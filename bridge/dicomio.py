@@ -13,10 +13,11 @@ from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.charset import default_encoding
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -27,6 +28,7 @@ from pydicom.uid import (
 
 DEFER_SIZE = 256 * 1024
 _CHUNK = 1 << 20
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 
 
@@ -114,6 +116,8 @@ def write_instance(out: BinaryIO, ds: FileDataset, source: Path) -> None:
                 _copy_element(out, element, stream, implicit=implicit, little=little)  # type: ignore[arg-type]
             elif (raw := _raw_bytes(element, implicit=implicit, little=little)) is not None:
                 pending += raw
+            elif (text := _text_bytes(element, implicit=implicit, little=little)) is not None:
+                pending += text
             else:
                 encoder = DicomBytesIO()
                 encoder.is_implicit_VR, encoder.is_little_endian = implicit, little
@@ -144,6 +148,25 @@ def _raw_bytes(element: object, *, implicit: bool, little: bool) -> bytes | None
     value = element.value or b""
     header = _header(element.tag, element.VR, len(value), implicit=implicit, little=little)
     return None if header is None else header + value
+
+
+def _text_bytes(element: object, *, implicit: bool, little: bool) -> bytes | None:
+    """A text element whose values are plain ASCII strings (what de-identification writes: pseudo UIDs,
+    shifted dates, dummies, cleaned text), encoded here; None for anything else (pydicom's encoder)."""
+    if not isinstance(element, DataElement) or element.VR not in _TEXT_VRS:
+        return None
+    value = element.value
+    values = list(value) if isinstance(value, MultiValue) else [] if value is None else [value]
+    if not all(isinstance(v, str) for v in values):
+        return None
+    text = "\\".join(values)
+    if not text.isascii():
+        return None  # the character set decides: pydicom's encoder
+    data = text.encode("ascii")
+    if len(data) % 2:
+        data += b"\x00" if element.VR == "UI" else b" "
+    header = _header(element.tag, element.VR, len(data), implicit=implicit, little=little)
+    return None if header is None else header + data
 
 
 def _copy_element(out: BinaryIO, element: RawDataElement, stream: BinaryIO, *, implicit: bool, little: bool) -> None:

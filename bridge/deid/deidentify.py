@@ -131,7 +131,8 @@ class Deidentifier:
             self.visit(ds, tag, clean_all_text, required_value)
 
     def visit(self, ds: Dataset, tag: BaseTag, clean_all_text: bool, required_value: int | None) -> None:
-        group, element = tag >> 16, tag & 0xFFFF
+        number = int(tag)  # plain int comparisons: pydicom's BaseTag compares in Python, slowly
+        group, element = number >> 16, number & 0xFFFF
         if group & 1:
             if not self.keep_private(ds, tag):
                 del ds[tag]
@@ -140,14 +141,14 @@ class Deidentifier:
             del ds[tag]  # group lengths (recomputed by nobody) and overlays/curves
             return
         raw = ds.get_item(tag, keep_deferred=True)  # the VR is enough: never read a deferred value here
-        vr = _vr_of(raw, tag)
+        vr = _vr_of(raw, number)
         if vr is None:
             del ds[tag]  # unknown to the data dictionary: default deny
             return
-        action = self.policy.action(tag, vr == "SQ")
-        if tag == _TEXT_VALUE:
+        action = self.policy.action(number, vr == "SQ")
+        if number == _TEXT_VALUE:
             action = Action.CLEAN if self.clean_descriptors else Action.DUMMY
-        if action is Action.REMOVE and tag == required_value:
+        if action is Action.REMOVE and number == required_value:
             action = Action.DUMMY  # keeps the SR content item valid
         if action is None:
             action = Action.RECURSE if vr == "SQ" else Action.CLEAN if clean_all_text else Action.KEEP
@@ -221,11 +222,9 @@ class Deidentifier:
         return PrivateKeep(creator, group, element & 0xFF) in keep
 
 
-def _vr_of(raw: RawDataElement | DataElement, tag: BaseTag) -> str | None:
+def _vr_of(raw: RawDataElement | DataElement, tag: int) -> str | None:
     """The element's VR, or None when the data dictionary does not know the tag."""
-    try:
-        get_entry(tag)
-    except KeyError:
+    if not _in_dictionary(tag):
         return None
     vr = raw.VR
     if vr in (None, "UN") or (vr and " or " in vr):
@@ -233,6 +232,15 @@ def _vr_of(raw: RawDataElement | DataElement, tag: BaseTag) -> str | None:
         if " or " in vr:  # ambiguous (US or SS ...): pydicom resolves it on conversion
             return "OW" if "OW" in vr else vr.split(" or ")[0]
     return str(vr)
+
+
+@cache
+def _in_dictionary(tag: int) -> bool:
+    try:
+        get_entry(tag)
+    except KeyError:
+        return False
+    return True
 
 
 def identifiers_of(ds: Dataset) -> values.Identifiers:

@@ -87,11 +87,13 @@ class Policy:
 
     def action(self, tag: int, is_sequence: bool) -> Action | None:
         """The action for `tag`, or None when the table does not list it."""
-        key = (tag, is_sequence)
-        if key not in self._cache:
-            row = self.row(tag)
-            self._cache[key] = None if row is None else self._resolve(row, is_sequence)
-        return self._cache[key]
+        key = (int(tag), is_sequence)  # a plain int: pydicom's BaseTag compares in Python, slowly
+        try:
+            return self._cache[key]
+        except KeyError:
+            row = self.row(key[0])
+            action = self._cache[key] = None if row is None else self._resolve(row, is_sequence)
+            return action
 
     def _resolve(self, row: Row, is_sequence: bool) -> Action:
         chosen = {row.options[o.value] for o in self.options if o.value in row.options}
