@@ -21,6 +21,7 @@ class IngestPool:
         self._open_service = open_service
         self._local: IngestService | None = None
         self._pool: ProcessPoolExecutor | None = None
+        self.capacity = max(1, workers)  # batches worth having in progress at once
         if workers > 1:
             self._pool = ProcessPoolExecutor(
                 workers,

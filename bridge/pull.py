@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -281,9 +281,13 @@ class Puller:
             }
             ingesting: set[Future[list[Outcome | Exception]]] = set()
             while any(not f.done() for f in futures) or not delivery.files.empty() or ingesting:
-                arrived = _take(delivery.files, limit=INGEST_BATCH, wait=0.02)
-                if arrived:
-                    ingesting.add(self.ingest_pool.submit(arrived, project=self.project, source=self.source))
+                # one batch per worker at a time: what arrives meanwhile makes the next batches larger
+                if len(ingesting) < self.ingest_pool.capacity:
+                    arrived = _take(delivery.files, limit=INGEST_BATCH, wait=0.02)
+                    if arrived:
+                        ingesting.add(self.ingest_pool.submit(arrived, project=self.project, source=self.source))
+                else:
+                    wait(ingesting, timeout=0.02, return_when=FIRST_COMPLETED)
                 finished = {f for f in ingesting if f.done()}
                 ingesting -= finished
                 for batch in finished:
