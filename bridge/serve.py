@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -106,13 +107,17 @@ class _Listener:
         self.ingest.database.dispose()
 
 
-def run_listener(settings: Settings, stop: Any) -> None:
-    """Body of an extra listener process: listen on the shared port until the supervisor says stop."""
+def run_listener(settings: Settings, stop: Any, supervisor: int) -> None:
+    """Body of an extra listener process: listen on the shared port until the supervisor says stop (or is
+    gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(settings.log_level)
     listener = _Listener(settings, Spool(settings.storage.spool_dir), reuse_port=True)
-    stop.wait()
+    while not stop.wait(_SUPERVISE_SECONDS):
+        if os.getppid() != supervisor:  # the serving process died (SIGKILL): no one would stop this one
+            logger.error("the serving process is gone: this listener stops")
+            break
     listener.stop(settings.dimse.dimse_timeout)
 
 
@@ -139,7 +144,7 @@ class _Processes:
         open_service = functools.partial(open_ingest, self.settings, "serve:ingest")
         process = self.context.Process(
             target=run_worker,
-            args=(open_service, self.spool.root, self.drain, self.stop_workers, self.settings.log_level),
+            args=(open_service, self.spool.root, self.drain, self.stop_workers, self.settings.log_level, os.getpid()),
             name="pacs-bridge-ingest",
             daemon=True,
         )
@@ -148,7 +153,10 @@ class _Processes:
 
     def _listener(self) -> BaseProcess:
         process = self.context.Process(
-            target=run_listener, args=(self.settings, self.stop_listeners), name="pacs-bridge-listener", daemon=True
+            target=run_listener,
+            args=(self.settings, self.stop_listeners, os.getpid()),
+            name="pacs-bridge-listener",
+            daemon=True,
         )
         process.start()
         return process  # type: ignore[no-any-return]

@@ -30,9 +30,15 @@ MAX_BACKOFF_SECONDS = 60.0
 
 
 def run_worker(
-    open_service: Callable[[], IngestService], spool_root: Path, drain: Event, stop: Event, log_level: str
+    open_service: Callable[[], IngestService],
+    spool_root: Path,
+    drain: Event,
+    stop: Event,
+    log_level: str,
+    supervisor: int,
 ) -> None:
-    """Worker process body: ingest claimed entries until `stop`, or until the spool is empty once `drain`."""
+    """Worker process body: ingest claimed entries until `stop`, or until the spool is empty once `drain`,
+    or until the `supervisor` process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(log_level)
@@ -42,6 +48,9 @@ def run_worker(
     failures = 0
     try:
         while not stop.is_set():
+            if os.getppid() != supervisor:  # the serving process died: its next start releases our claims
+                logger.error("the serving process is gone: this ingest worker stops")
+                break
             batch = spool.claim(CLAIM_BATCH)
             if not batch:
                 if drain.is_set():

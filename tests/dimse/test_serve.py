@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -21,6 +23,7 @@ from bridge.dimse.scu import c_store
 from tests import factory
 from tests.dimse.conftest import StartBridge
 from tests.dimse.harness import DCMTK_ENV, spool_files
+from tests.dimse.test_transport import descendants
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +283,29 @@ def test_a_taken_port_is_a_clear_start_up_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"127.0.0.1:{port}: cannot listen (Address already in use)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie nobody reaped counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_listeners_and_workers_stop_when_the_serving_process_is_killed(start_bridge: StartBridge) -> None:
+    """Only the serving process is killed (SIGKILL, not its group): its listener and ingest worker processes
+    must not live on as orphans holding the port and claiming spool entries."""
+    bridge = start_bridge()
+    assert bridge.process is not None
+    main = bridge.process.pid
+    deadline = time.monotonic() + 60
+    while len(children := [p for p in descendants(main) if p != main]) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)  # two ingest workers and one more listener (dimse.listeners = 2)
+    assert len(children) >= 3, children
+    os.kill(main, signal.SIGKILL)
+    bridge.process.wait(30)
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if running(pid)], "orphaned processes of serve kept running"
