@@ -184,3 +184,39 @@ def test_a_remote_that_does_not_count_its_series_has_its_instances_listed(
     assert len(listed) == 2  # one instance listing per study
     again = pull_job.run_pull(settings, settings.remote("hospital"), "lung", PullFilters((patient,)), actor="t")
     assert (again.fetched, again.present) == (0, 8)
+
+
+def test_a_person_at_a_terminal_sees_progress_per_study(
+    orthanc: OrthancServer,
+    corpus: list,  # type: ignore[type-arg]
+    tmp_path: Path,
+) -> None:
+    """On a terminal (a pseudo-terminal here), the pull shows a bar for the studies and one for the study
+    being pulled, labelled with its number only (no identifier of the patient)."""
+    import pty
+
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc)
+    patient = str(corpus[0].PatientID)
+    controller, terminal = pty.openpty()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PACS_BRIDGE_")}
+    environment.update({"COLUMNS": "120", "TERM": "xterm"})
+    command = ["pull", "hospital", "--project", "lung", "--patient-id", patient, "--config", str(config)]
+    with subprocess.Popen(
+        [sys.executable, "-m", "bridge", *command], cwd=REPOSITORY, env=environment, stdout=terminal, stderr=terminal
+    ) as process:
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the process ended
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(60) == 0
+    os.close(controller)
+    text = shown.decode("utf-8", "replace")
+    assert "studies" in text and "study 1/2" in text and "study 2/2" in text
+    assert "fetched 8" in text
+    assert patient not in text and str(corpus[0].StudyInstanceUID) not in text
