@@ -14,7 +14,7 @@ from typing import BinaryIO
 from pydicom import dcmread
 from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import FileDataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
 from pydicom.multival import MultiValue
@@ -102,10 +102,13 @@ def write_instance(out: BinaryIO, ds: FileDataset, source: Path) -> None:
         dcmwrite(out, ds, enforce_file_format=True)
         return
     implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
-    meta = DicomBytesIO()
-    meta.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
-    pending = bytearray(meta.getvalue())
+    pending = bytearray(b"\x00" * 128 + b"DICM")
+    meta = _file_meta_bytes(ds.file_meta)
+    if meta is None:  # incomplete or unusual: pydicom adds what the standard requires
+        encoder = DicomBytesIO()
+        write_file_meta_info(encoder, ds.file_meta, enforce_standard=True)
+        meta = encoder.getvalue()
+    pending += meta
     encoding = ds.get("SpecificCharacterSet", default_encoding)
     with source.open("rb") as stream:
         for tag in sorted(ds.keys()):
@@ -148,6 +151,28 @@ def _raw_bytes(element: object, *, implicit: bool, little: bool) -> bytes | None
     value = element.value or b""
     header = _header(element.tag, element.VR, len(value), implicit=implicit, little=little)
     return None if header is None else header + value
+
+
+_META_REQUIRED = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012)
+
+
+def _file_meta_bytes(meta: Dataset) -> bytes | None:
+    """The file meta group (Explicit VR Little Endian, with its group length) when every element is raw or
+    plain text, as after de-identification rebuilt it; None otherwise (pydicom's writer completes it)."""
+    if any(tag not in meta for tag in _META_REQUIRED):
+        return None
+    body = bytearray()
+    for tag in sorted(meta.keys()):
+        if tag == 0x00020000:
+            continue
+        element = meta.get_item(tag)
+        encoded = _raw_bytes(element, implicit=False, little=True)
+        if encoded is None:
+            encoded = _text_bytes(element, implicit=False, little=True)
+        if encoded is None:
+            return None
+        body += encoded
+    return struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(body)) + bytes(body)
 
 
 def _text_bytes(element: object, *, implicit: bool, little: bool) -> bytes | None:

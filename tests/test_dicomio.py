@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import struct
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.filewriter import dcmwrite
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import dcmwrite, write_file_meta_info
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from bridge.dicomio import read_instance, write_instance
@@ -49,6 +51,9 @@ def test_changed_elements_are_written_as_pydicom_writes_them(tmp_path: Path, syn
     dcmwrite(theirs, changed, enforce_file_format=True)
 
     assert body(ours.getvalue()) == body(theirs.getvalue())
+    meta = io.BytesIO()
+    write_file_meta_info(DicomFileLike(meta), copy.deepcopy(changed.file_meta), enforce_standard=True)
+    assert ours.getvalue()[132 : 132 + len(meta.getvalue())] == meta.getvalue()
     back = dcmread(io.BytesIO(ours.getvalue()))
     assert back.SOPInstanceUID == "2.25.1234567" and list(back.ImageType) == ["DERIVED", "SECONDARY", "AXIAL"]
     assert back.ReferringPhysicianName == "Müller^Jörg" and back.StudyDescription == "CT THORAX"
