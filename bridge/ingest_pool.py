@@ -14,6 +14,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from bridge.ingest import IngestItem, IngestService, Outcome
+from bridge.signals import interrupt_ignored
 
 
 class IngestPool:
@@ -29,8 +30,9 @@ class IngestPool:
                 initializer=_start_worker,
                 initargs=(open_service,),
             )
-            for _ in range(workers):  # start the workers now: they load while the remote is searched
-                self._pool.submit(_ready)
+            with interrupt_ignored():  # inherited from the start: Ctrl-C is the caller's to handle
+                for _ in range(workers):  # start the workers now: they load while the remote is searched
+                    self._pool.submit(_ready)
 
     def submit(self, paths: list[Path], *, project: str, source: str) -> Future[list[Outcome | Exception]]:
         """Ingest a batch (one transaction for its rows); per file, its outcome or what stopped it."""

@@ -28,6 +28,7 @@ from bridge.logs import configure_logging
 from bridge.runtime import open_ingest, prepare
 from bridge.schedules import Schedules
 from bridge.settings import Settings
+from bridge.signals import interrupt_ignored
 from bridge.spool import Spool
 from bridge.workers import run_worker
 
@@ -148,7 +149,8 @@ class _Processes:
             name="pacs-bridge-ingest",
             daemon=True,
         )
-        process.start()
+        with interrupt_ignored():
+            process.start()
         return process  # type: ignore[no-any-return]
 
     def _listener(self) -> BaseProcess:
@@ -158,7 +160,8 @@ class _Processes:
             name="pacs-bridge-listener",
             daemon=True,
         )
-        process.start()
+        with interrupt_ignored():
+            process.start()
         return process  # type: ignore[no-any-return]
 
     def supervise(self) -> None:

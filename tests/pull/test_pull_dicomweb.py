@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -220,3 +221,34 @@ def test_a_person_at_a_terminal_sees_progress_per_study(
     assert "studies" in text and "study 1/2" in text and "study 2/2" in text
     assert "fetched 8" in text
     assert patient not in text and str(corpus[0].StudyInstanceUID) not in text
+
+
+def test_ctrl_c_stops_a_pull_cleanly_and_the_next_run_completes(orthanc: OrthancServer, tmp_path: Path) -> None:
+    datasets = factory.make_corpus(n_patients=2, studies_per_patient=2, per_series=40)
+    orthanc.upload(factory.write_files(datasets, tmp_path / "corpus"))
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PACS_BRIDGE_")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "bridge", "pull", "hospital", "--project", "lung", "--config", str(config)],
+        cwd=REPOSITORY,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    ) as puller:
+        deadline = time.monotonic() + 60
+        while indexed(tmp_path / "b.db") < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(puller.pid, signal.SIGINT)  # what Ctrl-C sends: to the whole foreground group
+        out, err = puller.communicate(timeout=120)
+    assert puller.returncode != 0
+    assert "Traceback" not in err, err
+    held = status(config)["instances"]
+    assert 20 <= held < len(datasets)
+
+    result = bridge("pull", "hospital", "--project", "lung", "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["present"] + report["fetched"] == len(datasets) and report["failed"] == []
+    assert status(config)["instances"] == len(datasets)
