@@ -251,31 +251,33 @@ class IngestService:
                 rows.append(self._instance_row(p, series_id=where[0]))
             timepoint_of = dict(located.values())
             inserted = index.add_instances(work.research, instances=rows, timepoint_of=timepoint_of)
-            record_events(
-                work.research,
-                [
-                    AuditEvent(
-                        actor=self.actor,
-                        action="instance.stored",
-                        project_id=row.project_id,
-                        object=row.sop_instance_uid,
-                        detail=row.source,
-                        at=utcnow(),
-                    )
-                    for row in rows
-                    if row.sop_instance_uid in inserted
-                ],
-            )
+            # not inserted: indexed a moment earlier (another worker, or twice in this batch: same bytes)
+            stored: list[bool] = []
+            for row in rows:
+                indexed_as = (row.project_id, row.sop_instance_uid)
+                stored.append(indexed_as in inserted)
+                inserted.discard(indexed_as)
+            events = [
+                AuditEvent(
+                    actor=self.actor,
+                    action="instance.stored",
+                    project_id=row.project_id,
+                    object=row.sop_instance_uid,
+                    detail=row.source,
+                    at=utcnow(),
+                )
+                for row, new in zip(rows, stored, strict=True)
+                if new
+            ]
+            record_events(work.research, events)
         # remembered only once committed: a rolled-back row must not be assumed to exist
         self._recorded_uids.update(new_pairs)
         for key, where in located.items():
             self._known_series[key] = where
-        # not inserted: indexed a moment earlier (another worker, or twice in this batch: same file, same bytes)
-        results = []
-        for row in rows:
-            outcome = Outcome.STORED if row.sop_instance_uid in inserted else Outcome.DUPLICATE
-            inserted.discard(row.sop_instance_uid)
-            results.append(IngestResult(outcome, sop_instance_uid=row.sop_instance_uid))
+        results = [
+            IngestResult(Outcome.STORED if new else Outcome.DUPLICATE, sop_instance_uid=row.sop_instance_uid)
+            for row, new in zip(rows, stored, strict=True)
+        ]
         return results
 
     def _subject_code(self, context: ProjectContext, patient_key: str, identity: vault.Identity) -> str:

@@ -157,9 +157,10 @@ def series_counts(session: Session, *, project_id: int, series_uids: list[str]) 
     return counts
 
 
-def add_instances(session: Session, *, instances: list[Instance], timepoint_of: dict[int, int]) -> set[str]:
+def add_instances(session: Session, *, instances: list[Instance], timepoint_of: dict[int, int]) -> set[tuple[int, str]]:
     """Insert the instances and count them in their series and timepoints (`timepoint_of`: series id ->
-    timepoint id); returns the SOP Instance UIDs inserted (the others were already indexed: resends)."""
+    timepoint id); returns (project id, SOP Instance UID) of those inserted (the others were already
+    indexed: resends)."""
     if not instances:
         return set()
     table = Instance.__table__  # type: ignore[attr-defined]
@@ -167,9 +168,9 @@ def add_instances(session: Session, *, instances: list[Instance], timepoint_of: 
     rows = [{name: getattr(instance, name) for name in columns} for instance in instances]
     for row in rows:
         row["received_at"] = row["received_at"] or utcnow()
-    statement = insert_ignore(session, table).returning(table.c.sop_instance_uid, table.c.series_id)
+    statement = insert_ignore(session, table).returning(table.c.project_id, table.c.sop_instance_uid, table.c.series_id)
     inserted = session.execute(statement, rows).all()
-    per_series = Counter(series_id for _, series_id in inserted)
+    per_series = Counter(series_id for _, _, series_id in inserted)
     per_timepoint: Counter[int] = Counter()
     for series_id, count in per_series.items():
         session.execute(
@@ -182,7 +183,7 @@ def add_instances(session: Session, *, instances: list[Instance], timepoint_of: 
             .where(Timepoint.id == timepoint_id)  # type: ignore[arg-type]
             .values(instance_count=Timepoint.instance_count + count)
         )
-    return {str(uid) for uid, _ in inserted}
+    return {(int(project_id), str(uid)) for project_id, uid, _ in inserted}
 
 
 def find_quarantined(session: Session, *, project_id: int | None, sha256: str) -> QuarantineItem | None:

@@ -259,3 +259,37 @@ def test_stored_files_pass_the_validator_and_read_back_equal(runtime: Runtime, t
         again = tmp_path / "again.dcm"
         ours.save_as(again, enforce_file_format=True)
         assert pydicom.dcmread(again) == ours
+
+
+def test_a_batch_reports_each_instance_on_its_own(tmp_path: Path, database_url: str) -> None:
+    """One transaction for a batch's rows, but one result per file: the same instance for two projects that
+    keep original UIDs is stored in both; a file twice in the batch is stored once; a bad file is
+    quarantined without stopping the others."""
+    from bridge.ingest import IngestItem
+    from bridge.runtime import open_runtime
+    from tests.conftest import make_settings
+
+    keep = {"deid": {"retain_uids": True}}
+    settings = make_settings(
+        tmp_path, database_url, a={"subject_prefix": "A", **keep}, b={"subject_prefix": "B", **keep}
+    )
+    runtime = open_runtime(settings, actor="test")
+    try:
+        good, other = factory.write_files(factory.make_series(factory.make_patient(1), count=2), tmp_path / "in")
+        bad = tmp_path / "in" / "bad.dcm"
+        bad.write_bytes(good.read_bytes()[:2000])  # truncated
+        items = [
+            IngestItem(good, "a", "test"),
+            IngestItem(good, "b", "test"),
+            IngestItem(bad, "a", "test"),
+            IngestItem(other, "a", "test"),
+            IngestItem(other, "a", "test"),
+        ]
+        results = runtime.ingest.ingest_many(items)
+        outcomes = [r.outcome for r in results if not isinstance(r, Exception)]
+        assert outcomes == [Outcome.STORED, Outcome.STORED, Outcome.QUARANTINED, Outcome.STORED, Outcome.DUPLICATE]
+        stored = [e for e in rows(runtime, AuditEvent) if e.action == "instance.stored"]
+        assert len(stored) == 3 and len(rows(runtime, Instance)) == 3
+        assert sorted(s.instance_count for s in rows(runtime, Series)) == [1, 2]
+    finally:
+        runtime.close()
