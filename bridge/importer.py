@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import enum
 import logging
-import multiprocessing
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.dicomio import looks_like_dicom
-from bridge.ingest import IngestItem, IngestService, Outcome
+from bridge.ingest import IngestItem, IngestResult, IngestService, Outcome
+from bridge.ingest_pool import IngestPool
 
 logger = logging.getLogger(__name__)
 _BATCH = 8  # files per ingest call: one transaction for their rows
@@ -96,32 +95,24 @@ _KINDS = {
 }
 
 
-def import_batch(service: IngestService, paths: list[Path], project: str) -> list[FileResult]:
-    """Classify each file, ingest the DICOM ones together (one transaction for their rows)."""
-    results: dict[int, FileResult] = {}
-    dicom: list[tuple[int, Path]] = []
-    for position, path in enumerate(paths):
-        if path.name.upper() == "DICOMDIR":
-            results[position] = FileResult(path, FileKind.DICOMDIR)  # a CD's index; its files are walked anyway
-            continue
-        try:
-            if looks_like_dicom(path):
-                dicom.append((position, path))
-            else:
-                results[position] = FileResult(path, FileKind.NOT_DICOM)
-        except OSError as exc:
-            results[position] = FileResult(path, FileKind.UNREADABLE, exc.strerror or type(exc).__name__)
-    items = [IngestItem(path, project, "import", origin=str(path)) for _, path in dicom]
-    for (position, path), outcome in zip(dicom, service.ingest_many(items), strict=True):
-        if isinstance(outcome, OSError):
-            results[position] = FileResult(path, FileKind.UNREADABLE, outcome.strerror or type(outcome).__name__)
-        elif isinstance(outcome, Exception):
-            logger.error("import of one file failed (%s); continuing with the next", type(outcome).__name__)
-            logger.debug("failure detail", exc_info=outcome)
-            results[position] = FileResult(path, FileKind.FAILED, type(outcome).__name__)
-        else:
-            results[position] = FileResult(path, _KINDS[outcome.outcome], outcome.reason)
-    return [results[position] for position in range(len(paths))]
+def classify(path: Path) -> FileResult | None:
+    """What a file is when it is not for ingest (None: a DICOM file, to ingest)."""
+    if path.name.upper() == "DICOMDIR":
+        return FileResult(path, FileKind.DICOMDIR)  # a CD's index; the files it lists are walked anyway
+    try:
+        return None if looks_like_dicom(path) else FileResult(path, FileKind.NOT_DICOM)
+    except OSError as exc:
+        return FileResult(path, FileKind.UNREADABLE, exc.strerror or type(exc).__name__)
+
+
+def file_result(path: Path, result: IngestResult | Exception) -> FileResult:
+    if isinstance(result, OSError):
+        return FileResult(path, FileKind.UNREADABLE, result.strerror or type(result).__name__)
+    if isinstance(result, Exception):
+        logger.error("import of one file failed (%s); continuing with the next", type(result).__name__)
+        logger.debug("failure detail", exc_info=result)
+        return FileResult(path, FileKind.FAILED, type(result).__name__)
+    return FileResult(path, _KINDS[result.outcome], result.reason)
 
 
 def import_files(
@@ -132,37 +123,38 @@ def import_files(
     workers: int = 1,
     progress: Callable[[FileResult], None] | None = None,
 ) -> ImportSummary:
-    """Import `files`; `open_service` builds an ingest service (called once per worker process)."""
+    """Import `files`; `open_service` builds an ingest service (once per worker process)."""
     summary = ImportSummary()
-    batches = [files[start : start + _BATCH] for start in range(0, len(files), _BATCH)]
-    with ExitStack() as stack:
-        results: Iterable[list[FileResult]]
-        if workers <= 1 or len(batches) < 2 * workers:
-            service = open_service()
-            results = (import_batch(service, batch, project) for batch in batches)
+
+    def record(result: FileResult) -> None:
+        summary.add(result)
+        if progress:
+            progress(result)
+
+    dicom = []
+    for path in files:
+        kind = classify(path)
+        if kind is None:
+            dicom.append(path)
         else:
-            # fork: workers inherit the imported modules; the caller has no open database connection yet
-            context = multiprocessing.get_context("fork")
-            pool = stack.enter_context(
-                ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(open_service,))
-            )
-            results = pool.map(_import_in_worker, batches, [project] * len(batches))
-        for batch_results in results:
-            for result in batch_results:
-                summary.add(result)
-                if progress:
-                    progress(result)
+            record(kind)
+    batches = [dicom[start : start + _BATCH] for start in range(0, len(dicom), _BATCH)]
+    pool = IngestPool(open_service, workers if len(batches) >= 2 * workers else 1)
+    pending: deque[tuple[list[Path], Future[list[IngestResult | Exception]]]] = deque()
+
+    def finish_oldest() -> None:
+        done, future = pending.popleft()
+        for path, result in zip(done, future.result(), strict=True):
+            record(file_result(path, result))
+
+    try:
+        for batch in batches:
+            items = [IngestItem(path, project, "import", origin=str(path)) for path in batch]
+            pending.append((batch, pool.submit(items)))
+            if len(pending) > 2 * pool.capacity:  # a few batches queued per worker, progress as they finish
+                finish_oldest()
+        while pending:
+            finish_oldest()
+    finally:
+        pool.close()
     return summary
-
-
-_worker_service: IngestService | None = None
-
-
-def _start_worker(open_service: Callable[[], IngestService]) -> None:
-    global _worker_service
-    _worker_service = open_service()
-
-
-def _import_in_worker(paths: list[Path], project: str) -> list[FileResult]:
-    assert _worker_service is not None, "worker not initialised"
-    return import_batch(_worker_service, paths, project)

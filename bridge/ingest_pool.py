@@ -1,7 +1,7 @@
 """Ingest of received files in worker processes, so that de-identification and indexing use every core.
 
 Each worker builds its own ingest service (and database connection) once; files are handed over in
-batches (one transaction for a batch's rows) and belong to the pool, which removes them once ingested.
+batches (one transaction for a batch's rows). They stay where they are: removing them is the caller's.
 Workers are spawned, not forked: the caller may be `serve`, with threads running. With one worker, files
 are ingested in the calling thread, without processes.
 """
@@ -11,9 +11,8 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from pathlib import Path
 
-from bridge.ingest import IngestItem, IngestService, Outcome
+from bridge.ingest import IngestItem, IngestResult, IngestService
 from bridge.signals import interrupt_ignored
 
 
@@ -34,15 +33,16 @@ class IngestPool:
                 for _ in range(workers):  # start the workers now: they load while the remote is searched
                     self._pool.submit(_ready)
 
-    def submit(self, paths: list[Path], *, project: str, source: str) -> Future[list[Outcome | Exception]]:
-        """Ingest a batch (one transaction for its rows); per file, its outcome or what stopped it."""
+    def submit(self, items: list[IngestItem]) -> Future[list[IngestResult | Exception]]:
+        """Ingest a batch (one transaction for its rows); per item, its result or what stopped it alone.
+        With one worker the batch is ingested before this returns."""
         if self._pool is not None:
-            return self._pool.submit(_ingest_in_worker, paths, project, source)
+            return self._pool.submit(_ingest_in_worker, items)
         if self._local is None:
             self._local = self._open_service()
-        future: Future[list[Outcome | Exception]] = Future()
+        future: Future[list[IngestResult | Exception]] = Future()
         try:
-            future.set_result(_ingest(self._local, paths, project, source))
+            future.set_result(self._local.ingest_many(items))
         except Exception as error:
             future.set_exception(error)
         return future
@@ -52,15 +52,6 @@ class IngestPool:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._local is not None:
             self._local.database.dispose()
-
-
-def _ingest(service: IngestService, paths: list[Path], project: str, source: str) -> list[Outcome | Exception]:
-    try:
-        results = service.ingest_many([IngestItem(path, project, source) for path in paths])
-    finally:
-        for path in paths:
-            path.unlink(missing_ok=True)
-    return [result if isinstance(result, Exception) else result.outcome for result in results]
 
 
 _worker_service: IngestService | None = None
@@ -75,6 +66,6 @@ def _ready() -> None:
     """A task that only makes the pool start a worker."""
 
 
-def _ingest_in_worker(paths: list[Path], project: str, source: str) -> list[Outcome | Exception]:
+def _ingest_in_worker(items: list[IngestItem]) -> list[IngestResult | Exception]:
     assert _worker_service is not None, "worker not initialised"
-    return _ingest(_worker_service, paths, project, source)
+    return _worker_service.ingest_many(items)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bridge.deid import values
-from bridge.ingest import IngestService, Outcome
+from bridge.ingest import IngestItem, IngestResult, IngestService, Outcome
 from bridge.ingest_pool import IngestPool
 from bridge.remotes.base import (
     Delivery,
@@ -279,20 +279,21 @@ class Puller:
                 pool.submit(self.remote.retrieve, delivery, study_uid, t.series_uid, t.sop_uid, t.sop_classes): t
                 for t in tasks
             }
-            ingesting: set[Future[list[Outcome | Exception]]] = set()
+            ingesting: dict[Future[list[IngestResult | Exception]], list[Path]] = {}
             while any(not f.done() for f in futures) or not delivery.files.empty() or ingesting:
                 # one batch per worker at a time: what arrives meanwhile makes the next batches larger
                 if len(ingesting) < self.ingest_pool.capacity:
                     arrived = _take(delivery.files, limit=INGEST_BATCH, wait=0.02)
                     if arrived:
-                        ingesting.add(self.ingest_pool.submit(arrived, project=self.project, source=self.source))
+                        items = [IngestItem(path, self.project, self.source) for path in arrived]
+                        ingesting[self.ingest_pool.submit(items)] = arrived
                 else:
                     wait(ingesting, timeout=0.02, return_when=FIRST_COMPLETED)
-                finished = {f for f in ingesting if f.done()}
-                ingesting -= finished
-                for batch in finished:
-                    for outcome in batch.result():
-                        self._count(outcome, report)
+                for batch in [f for f in ingesting if f.done()]:
+                    for path in ingesting.pop(batch):
+                        path.unlink(missing_ok=True)  # retrieved files are ours: gone once ingested
+                    for result in batch.result():
+                        self._count(result, report)
         errors = [failure for future in futures if (failure := future.exception()) is not None]
         if errors:
             raise RemoteError(f"{len(errors)} of {len(tasks)} retrievals failed; first: {redact(str(errors[0]))}")
@@ -320,13 +321,13 @@ class Puller:
             else:
                 time.sleep(0.3)
 
-    def _count(self, outcome: Outcome | Exception, report: PullReport) -> None:
+    def _count(self, result: IngestResult | Exception, report: PullReport) -> None:
         self.progress.advance(1)
-        if isinstance(outcome, Exception):  # the instance stays missing: fetched again, then reported
-            logger.error("ingest of a retrieved instance failed (%s)", type(outcome).__name__)
-        elif outcome is Outcome.STORED:
+        if isinstance(result, Exception):  # the instance stays missing: fetched again, then reported
+            logger.error("ingest of a retrieved instance failed (%s)", type(result).__name__)
+        elif result.outcome is Outcome.STORED:
             report.fetched += 1
-        elif outcome is Outcome.DUPLICATE:
+        elif result.outcome is Outcome.DUPLICATE:
             report.present += 1
         else:
             report.quarantined += 1
