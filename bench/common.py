@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -43,3 +44,31 @@ def cli_path() -> str:
 def clean_env() -> dict[str, str]:
     """The environment without PACS_BRIDGE_* variables, so the benchmark config is the only source."""
     return {k: v for k, v in os.environ.items() if not k.upper().startswith("PACS_BRIDGE_")}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One measured run over a corpus."""
+
+    label: str
+    seconds: float
+    instances: int
+    size_bytes: int
+
+    @property
+    def rate(self) -> float:
+        """Instances per second."""
+        return self.instances / self.seconds
+
+    @property
+    def mb_per_s(self) -> float:
+        """Input megabytes (10^6 bytes) per second."""
+        return self.size_bytes / 1e6 / self.seconds
+
+
+def clean_up(workdir: Path, keep: bool) -> None:
+    """Remove a benchmark's working folder, unless asked to keep it (then say where it is)."""
+    if keep:
+        print(f"\nkept {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pydicom
-from common import REPO, clean_env, cli_path, load_factory
+from common import REPO, Timing, clean_env, clean_up, cli_path, load_factory
 from pydicom.uid import generate_uid
 
 TARGET_RATIO = 3.0
@@ -50,26 +50,6 @@ class Corpus:
     files: list[Path]
     size_bytes: int
     description: str
-
-
-@dataclass(frozen=True)
-class Timing:
-    """One measured run over the corpus."""
-
-    label: str
-    seconds: float
-    instances: int
-    size_bytes: int
-
-    @property
-    def rate(self) -> float:
-        """Instances per second."""
-        return self.instances / self.seconds
-
-    @property
-    def mb_per_s(self) -> float:
-        """Input megabytes (10^6 bytes) per second."""
-        return self.size_bytes / 1e6 / self.seconds
 
 
 def generate_corpus(root: Path, subjects: int, timepoints: int, slices: int, size: int) -> Corpus:
@@ -278,10 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: import summary {json.dumps(summary)}")
         report(corpus, ref_fsync, ref_plain, pipeline, startup)
     finally:
-        if args.keep:
-            print(f"\nkept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        clean_up(workdir, args.keep)
     return 0
 
 

@@ -48,7 +48,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from common import clean_env, cli_path, load_factory
+from common import clean_env, clean_up, cli_path, load_factory
 from pydicom.uid import generate_uid
 
 RECEIVERS = ("storescp", "orthanc", "bridge")
@@ -680,10 +680,7 @@ def main(argv: list[str] | None = None) -> int:
                             shutil.rmtree(run_dir, ignore_errors=True)
         report(corpora, medians(samples), args.repeat)
     finally:
-        if args.keep:
-            print(f"\nkept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        clean_up(workdir, args.keep)
     return 0
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from common import REPO, clean_env, load_factory, load_repo_module
+from common import REPO, Timing, clean_env, clean_up, load_factory, load_repo_module
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -64,20 +64,6 @@ class Corpus:
     size_bytes: int
     study_uids: frozenset[str]
     description: str
-
-
-@dataclass(frozen=True)
-class Timing:
-    """One measured run over the whole corpus."""
-
-    label: str
-    seconds: float
-    instances: int
-
-    @property
-    def rate(self) -> float:
-        """Instances per second."""
-        return self.instances / self.seconds
 
 
 def fail(message: str, details: str = "") -> NoReturn:
@@ -201,7 +187,7 @@ def reference_serial(orthanc: Any, corpus: Corpus, out_root: Path) -> Timing:
     start = time.perf_counter()
     client = make_client(orthanc)
     saved = sum(save_study(client, uid, out_root) for uid in list_studies(client, corpus))
-    return checked(Timing("dicomweb-client, serial", time.perf_counter() - start, saved), corpus)
+    return checked(Timing("dicomweb-client, serial", time.perf_counter() - start, saved, corpus.size_bytes), corpus)
 
 
 def reference_threaded(orthanc: Any, corpus: Corpus, out_root: Path, threads: int) -> Timing:
@@ -217,7 +203,9 @@ def reference_threaded(orthanc: Any, corpus: Corpus, out_root: Path, threads: in
     uids = list_studies(make_client(orthanc), corpus)
     with ThreadPoolExecutor(threads, thread_name_prefix="reference") as pool:
         saved = sum(pool.map(task, uids))
-    return checked(Timing(f"dicomweb-client, {threads} threads", time.perf_counter() - start, saved), corpus)
+    return checked(
+        Timing(f"dicomweb-client, {threads} threads", time.perf_counter() - start, saved, corpus.size_bytes), corpus
+    )
 
 
 def checked(timing: Timing, corpus: Corpus) -> Timing:
@@ -291,7 +279,7 @@ def pipeline_run(config: Path, corpus: Corpus) -> tuple[Timing, dict[str, Any], 
     complete = (report.get("fetched"), report.get("quarantined"), report.get("missing"), report.get("failed"))
     if proc.returncode != 0 or complete != (corpus.instances, 0, 0, []):
         fail(f"pacs-bridge pull fetched {report.get('fetched')} of {corpus.instances} instances", describe(proc))
-    return Timing("pacs-bridge pull", seconds, corpus.instances), report, proc.stderr
+    return Timing("pacs-bridge pull", seconds, corpus.instances, corpus.size_bytes), report, proc.stderr
 
 
 def status_run(config: Path, corpus: Corpus) -> float:
@@ -328,10 +316,9 @@ def report(corpus: Corpus, pull: Timing, references: Sequence[Timing], startup: 
     print(f"{'method':<28} {'instances':>9} {'seconds':>9} {'instances/s':>12} {'MB/s':>8} {'pull/ref':>9}")
     for timing in (*references, pull):
         ratio = "-" if timing is pull else f"{pull.rate / timing.rate:.2f}x"
-        mb_per_s = corpus.size_bytes / 1e6 / timing.seconds
         print(
             f"{timing.label:<28} {timing.instances:>9} {timing.seconds:>9.2f} {timing.rate:>12.1f} "
-            f"{mb_per_s:>8.1f} {ratio:>9}"
+            f"{timing.mb_per_s:>8.1f} {ratio:>9}"
         )
     net = max(pull.seconds - startup, 1e-9)
     print(f"{'  of which start-up (status)':<28} {'':>9} {startup:>9.2f}")
@@ -419,10 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n".join(problems[:10]))
         report(corpus, pipeline, (serial, threaded), startup)
     finally:
-        if args.keep:
-            print(f"\nkept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        clean_up(workdir, args.keep)
     return 0
 
 
