@@ -81,13 +81,19 @@ def _incoming_folder(root: Path) -> Path:
 
 
 def process_alive(pid: int) -> bool:
+    """Whether `pid` runs. A zombie (killed, not yet reaped by its new parent) counts as gone: what it
+    held must be released now, not when someone reaps it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (not Linux), or it ended meanwhile
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def sweep_incoming(root: Path) -> int:

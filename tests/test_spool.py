@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bridge.spool import CLAIMED, Spool
@@ -44,3 +45,23 @@ def test_claims_of_a_dead_process_go_back(tmp_path: Path) -> None:
     assert spool.backlog() == 0
     assert spool.release_dead_claims() == 2
     assert spool.backlog() == 2 and not owner.exists()
+
+
+def test_claims_of_a_killed_process_not_yet_reaped_go_back(tmp_path: Path) -> None:
+    """A worker SIGKILLed with its parent is a zombie until someone reaps it; its claims are released anyway."""
+    spool = Spool(tmp_path)
+    admitted(spool, 1)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    owner = tmp_path / CLAIMED / f"{socket.gethostname()}.{child.pid}"
+    entry = next(spool.entries())
+    (owner / entry.project / entry.source).mkdir(parents=True)
+    entry.path.rename(owner / entry.project / entry.source / entry.path.name)
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        assert spool.release_dead_claims() == 1  # exited, not reaped: a zombie holds no claim
+        assert spool.backlog() == 1
+    finally:
+        child.wait()

@@ -240,6 +240,12 @@ def test_sigkill_loses_nothing_acknowledged(start_bridge: StartBridge, tmp_path:
 
     restarted = start_bridge(restart=bridge)
     restarted.wait_for("open", len(acknowledged))
+    # Instances spooled but not yet answered when the kill came are ingested too: wait for the whole spool
+    # (claims of the killed workers are put back once their processes are gone).
+    deadline = time.monotonic() + 60
+    while spool_files(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert spool_files(tmp_path) == []
     restarted.stop()
 
     from sqlalchemy import create_engine, text
