@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from bridge.dimse.receiver import StoreReceiver
-from bridge.dimse.server import audit_with, start_listener
+from bridge.dimse.server import Listener, audit_with
 from bridge.logs import configure_logging
 from bridge.runtime import open_ingest, prepare
 from bridge.schedules import Schedules
@@ -91,20 +91,14 @@ class _Listener:
         receiver = StoreReceiver(
             spool=spool, ingest=self.ingest, min_free_bytes=settings.dimse.min_free_space_mb * 1024 * 1024
         )
-        self.server = start_listener(
+        self.server = Listener(
             settings, receiver, audit_with(self.ingest.database, "serve:dimse"), reuse_port=reuse_port
         )
-        self.port = int(self.server.server_address[1])
+        self.port = self.server.port
 
     def stop(self, grace: float) -> None:
-        """No new associations (the listening socket closes); open ones get `grace` seconds to finish."""
-        self.server.shutdown()
-        deadline = time.monotonic() + grace
-        while self.server.active_associations and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for association in self.server.active_associations:
-            logger.warning("aborting an association still open after dimse.dimse_timeout")
-            association.abort()
+        """No new associations; open ones get `grace` seconds to finish."""
+        self.server.stop(grace)
         self.ingest.database.dispose()
 
 

@@ -1,7 +1,8 @@
 """C-STORE: check the received instance, make it durable in the spool, answer. Nothing slower.
 
-pynetdicom writes the dataset to a file in the spool's incoming folder as it arrives (no decode, bounded
-memory); this admits it with one header parse, an fsync and a rename, and leaves it for the ingest workers.
+The association writes the dataset to a file in the spool's incoming folder as it arrives (no decode,
+bounded memory); this admits it with one header parse, an fsync and a rename, and leaves it for the ingest
+workers.
 Success is answered only once the entry is durable; a refused instance is quarantined and answered with a
 failure status.
 """
@@ -10,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-import weakref
 from pathlib import Path
-from typing import Any
 
 from bridge.admission import Refused, check_instance, check_request
 from bridge.dicomio import MalformedInstance, read_instance
@@ -24,38 +23,34 @@ logger = logging.getLogger(__name__)
 
 
 class StoreReceiver:
-    def __init__(
-        self,
-        *,
-        spool: Spool,
-        ingest: IngestService,
-        min_free_bytes: int,
-    ) -> None:
+    def __init__(self, *, spool: Spool, ingest: IngestService, min_free_bytes: int) -> None:
         self.spool = spool
         self.ingest = ingest
         self.min_free_bytes = min_free_bytes
-        self._projects: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
-    def route(self, assoc: Any, project: str) -> None:
-        """Remember the project the association was accepted for (see `acceptance.install`)."""
-        self._projects[assoc] = project
+    def has_space(self) -> bool:
+        """Whether the spool's disk is above `dimse.min_free_space_mb` (checked before writing anything)."""
+        if shutil.disk_usage(self.spool.incoming).free >= self.min_free_bytes:
+            return True
+        logger.error("free space below dimse.min_free_space_mb: refusing instances (0xA700)")
+        return False
 
-    def project_of(self, assoc: Any) -> str:
-        return self._projects[assoc]
-
-    def store(self, *, assoc: Any, path: Path, sop_class_uid: str, sop_instance_uid: str) -> int:
-        """One C-STORE: the status to answer with."""
-        project = self.project_of(assoc)
-        source = f"c-store:{str(assoc.requestor.ae_title).strip()}"
-        if shutil.disk_usage(self.spool.root).free < self.min_free_bytes:
-            logger.error("free space below dimse.min_free_space_mb: refusing instances (0xA700)")
-            return status.OUT_OF_RESOURCES
+    def store(self, *, project: str, calling_ae: str, path: Path, sop_class_uid: str, sop_instance_uid: str) -> int:
+        """One received C-STORE dataset in `path`: the status to answer with."""
+        source = f"c-store:{calling_ae}"
         try:
             ds = read_instance(path)
             check_instance(ds)
             check_request(ds, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid)
         except (MalformedInstance, Refused) as problem:
-            self.ingest.refuse(path, project=project, reason=str(problem), source=source)
+            try:
+                self.ingest.refuse(path, project=project, reason=str(problem), source=source)
+            except Exception:  # the database is down, say: not kept, so not acknowledged either
+                logger.exception("could not quarantine a refused instance")
+                return status.PROCESSING_FAILURE
             return status.status_for(problem)
+        except OSError:
+            logger.exception("could not read a received instance")
+            return status.PROCESSING_FAILURE
         self.spool.admit(path, project=project, source=source)  # the workers find it there
         return status.SUCCESS

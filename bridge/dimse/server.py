@@ -1,7 +1,9 @@
-"""The DICOM listener: an application entity accepting C-ECHO and C-STORE for every storage SOP class.
+"""The DICOM listener: accepts connections and runs each association in its own thread.
 
-Handlers are thin: event -> one call -> status. Sockets get TCP_NODELAY (small responses would otherwise
-wait for Nagle's algorithm) and a large maximum PDU, so that a 0.5 MB instance arrives in a few reads.
+Associations are served by `association.Association`, our own acceptor: the received bytes go from the
+socket to the spool file without pynetdicom's reactor threads, event queues and 1 ms polling. Accepted
+sockets get TCP_NODELAY (small responses would otherwise wait for Nagle's algorithm); several listener
+processes can share one port (SO_REUSEPORT) so that receiving uses every core.
 """
 
 from __future__ import annotations
@@ -9,15 +11,17 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import tempfile
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt, sop_class
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom import ALL_TRANSFER_SYNTAXES, sop_class
+from pynetdicom.presentation import PresentationContext, build_context
 
-from bridge.dimse import acceptance, status
+from bridge.dimse.acceptance import AcceptancePolicy
+from bridge.dimse.association import Association, Limits
 from bridge.dimse.receiver import StoreReceiver
 from bridge.settings import ConfigError, DimseSettings, Settings
 from storage.audit import record_event
@@ -27,6 +31,7 @@ logger = logging.getLogger(__name__)
 LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"  # newer than pydicom 3.0's dictionary
 VERIFICATION = "1.2.840.10008.1.1"
 _NOT_INSTANCES = {"1.2.840.10008.1.3.10"}  # Media Storage Directory Storage (DICOMDIR)
+_ACCEPT_POLL_SECONDS = 0.2
 
 
 def storage_sop_classes() -> list[str]:
@@ -37,25 +42,18 @@ def storage_sop_classes() -> list[str]:
     return sorted(known - _NOT_INSTANCES)
 
 
-class _HandshakeInAssociationThread(ssl.SSLContext):
-    """pynetdicom wraps accepted sockets in its accept loop; a handshake there, without a timeout, lets one
-    silent caller block every other association (and the stop). Defer it to the association's own thread,
-    under the network timeout."""
-
-    network_timeout: float = 60.0
-
-    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        sock.settimeout(self.network_timeout)
-        kwargs["do_handshake_on_connect"] = False
-        return super().wrap_socket(sock, *args, **kwargs)
+def supported_contexts() -> list[PresentationContext]:
+    """Verification, and every storage SOP class in every transfer syntax (stored as received)."""
+    contexts = [build_context(VERIFICATION)]
+    contexts += [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in storage_sop_classes()]
+    return contexts
 
 
 def tls_context(settings: DimseSettings) -> ssl.SSLContext | None:
     tls = settings.tls
     if not tls.enabled:
         return None
-    context = _HandshakeInAssociationThread(ssl.PROTOCOL_TLS_SERVER)
-    context.network_timeout = settings.network_timeout
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
     if tls.ca_file:
         context.load_verify_locations(str(tls.ca_file))
@@ -63,77 +61,99 @@ def tls_context(settings: DimseSettings) -> ssl.SSLContext | None:
     return context
 
 
-def build_ae(settings: DimseSettings) -> AE:
-    ae = AE(ae_title=settings.ae_title)
-    ae.maximum_associations = settings.max_associations
-    ae.maximum_pdu_size = settings.max_pdu_size
-    ae.acse_timeout = settings.acse_timeout
-    ae.dimse_timeout = settings.dimse_timeout
-    ae.network_timeout = settings.network_timeout
-    ae.add_supported_context(VERIFICATION)
-    for uid in storage_sop_classes():
-        ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
-    return ae
+class Listener:
+    """A listening socket, its accept thread, and the associations it started."""
+
+    def __init__(
+        self, settings: Settings, receiver: StoreReceiver, audit: Callable[[str, str], None], *, reuse_port: bool
+    ) -> None:
+        dimse = settings.dimse
+        self.limits = Limits(settings=dimse, supported=supported_contexts())
+        self.policy = AcceptancePolicy(settings)
+        self.receiver = receiver
+        self.audit = audit
+        self.tls = tls_context(dimse)
+        self.associations: set[Association] = set()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self.socket = socket.socket(socket.AF_INET6 if ":" in dimse.host else socket.AF_INET)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            self.socket.bind((dimse.host, dimse.port))
+            self.socket.listen(128)
+        except OSError as exc:
+            self.socket.close()
+            raise ConfigError(
+                f"dimse.host/dimse.port {dimse.host}:{dimse.port}: cannot listen ({exc.strerror})"
+            ) from None
+        self.socket.settimeout(_ACCEPT_POLL_SECONDS)
+        self.port = int(self.socket.getsockname()[1])
+        self._thread = threading.Thread(target=self._accept, name="dicom-listener", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                connection, address = self.socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._closed.is_set():
+                    return
+                logger.exception("accepting a connection failed")
+                time.sleep(_ACCEPT_POLL_SECONDS)
+                continue
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                connection = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+            association = Association(
+                connection,
+                str(address[0]),
+                limits=self.limits,
+                policy=self.policy,
+                receiver=self.receiver,
+                audit=self.audit,
+                admit_another=lambda: self.active() <= self.limits.settings.max_associations,
+            )
+            with self._lock:
+                self.associations.add(association)
+            threading.Thread(target=self._run, args=(association,), name="dicom-association", daemon=True).start()
+
+    def _run(self, association: Association) -> None:
+        try:
+            association.run()
+        except Exception:
+            logger.exception("association from %s failed", association.address)
+        finally:
+            with self._lock:
+                self.associations.discard(association)
+
+    def active(self) -> int:
+        with self._lock:
+            return len(self.associations)
+
+    def stop(self, grace: float) -> None:
+        """Refuse new associations (the listening socket closes); open ones get `grace` seconds to finish,
+        then they are aborted (what they had not been answered for is not kept: the peer sends it again)."""
+        self._closed.set()
+        self._thread.join()
+        self.socket.close()
+        deadline = time.monotonic() + grace
+        while self.active() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with self._lock:
+            remaining = list(self.associations)
+        for association in remaining:
+            logger.warning("aborting an association still open after dimse.dimse_timeout")
+            association.abort()
+        deadline = time.monotonic() + 10
+        while self.active() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
-class _SharedPortServer(ThreadedAssociationServer):
-    """Binds with SO_REUSEPORT: several listener processes accept on one port, the kernel spreads the
-    connections over them."""
-
-    def server_bind(self) -> None:
-        assert self.socket is not None
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
-
-
-def start_listener(
-    settings: Settings, receiver: StoreReceiver, audit: Any, *, reuse_port: bool = False
-) -> ThreadedAssociationServer:
-    """Start accepting associations (non-blocking). `audit(action, detail)` records rejected attempts."""
-    _config.STORE_RECV_CHUNKED_DATASET = True  # write received datasets to a file, not to memory
-    tempfile.tempdir = str(receiver.spool.incoming)  # ... in the spool, so that admission is a rename
-    policy = acceptance.AcceptancePolicy(settings)
-
-    def rejected(assoc: Any, decision: acceptance.Decision) -> None:
-        logger.warning("rejected association from %s: %s", assoc.requestor.address, decision.reason)
-        audit("association.rejected", f"{decision.reason} (from {assoc.requestor.address})")
-
-    def on_open(event: evt.Event) -> None:
-        connection: Any = event.assoc.dul.socket
-        connection.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        acceptance.install(event.assoc, policy, receiver.route, rejected)
-
-    def on_echo(_event: evt.Event) -> int:
-        return status.SUCCESS
-
-    def on_store(event: evt.Event) -> int:
-        request: Any = event.request
-        return receiver.store(
-            assoc=event.assoc,
-            path=event.dataset_path,
-            sop_class_uid=str(request.AffectedSOPClassUID),
-            sop_instance_uid=str(request.AffectedSOPInstanceUID),
-        )
-
-    ae = build_ae(settings.dimse)
-    handlers: Any = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_C_ECHO, on_echo), (evt.EVT_C_STORE, on_store)]
-    try:
-        server = ae.make_server(
-            (settings.dimse.host, settings.dimse.port),
-            evt_handlers=handlers,
-            ssl_context=tls_context(settings.dimse),
-            server_class=_SharedPortServer if reuse_port else ThreadedAssociationServer,
-        )
-    except OSError as exc:
-        raise ConfigError(
-            f"dimse.host/dimse.port {settings.dimse.host}:{settings.dimse.port}: cannot listen ({exc.strerror})"
-        ) from None
-    threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True).start()
-    ae._servers.append(server)  # as AE.start_server does: server.shutdown() removes it again
-    return server
-
-
-def audit_with(ingest_database: Any, actor: str) -> Any:
+def audit_with(ingest_database: Any, actor: str) -> Callable[[str, str], None]:
     """An audit callback writing one event per call in its own unit of work."""
 
     def audit(action: str, detail: str) -> None:

@@ -1,0 +1,313 @@
+"""One accepted connection, from A-ASSOCIATE-RQ to release or abort, in its own thread.
+
+Received dataset fragments go from the socket straight into a file in the spool's incoming folder (no
+decode, bounded memory); when the last fragment is in, the receiver checks and admits the file and the
+C-STORE is answered. The association never waits for anything but its own peer, so a stalled peer only
+holds its own thread until a timeout aborts it:
+
+- `acse_timeout`: for the A-ASSOCIATE-RQ after the connection opens (and the TLS handshake);
+- `network_timeout`: for the next message on an idle association;
+- `dimse_timeout`: between the fragments of a message once it has started.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import secrets
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from pynetdicom.presentation import PresentationContext
+
+from bridge.deid.deidentify import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from bridge.dimse import messages, pdu, status
+from bridge.dimse.acceptance import AcceptancePolicy
+from bridge.dimse.part10 import file_meta
+from bridge.dimse.receiver import StoreReceiver
+from bridge.settings import DimseSettings
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_READ_BUFFER = 256 * 1024
+_MAX_COMMAND = 64 * 1024  # a command set is a few hundred bytes
+
+
+class PeerGone(Exception):
+    """The peer closed the connection (or it was shut down under us)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What every association of a listener shares: timeouts, PDU size, the contexts it supports."""
+
+    settings: DimseSettings
+    supported: list[PresentationContext]
+
+
+class _Reader:
+    """Exact-length reads from the socket through a buffer (PDU and item headers are 6 bytes)."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self.stream = cast(io.BufferedReader, connection.makefile("rb", buffering=_READ_BUFFER))
+        self.buffer = memoryview(bytearray(_CHUNK))
+
+    def exactly(self, length: int) -> bytes:
+        data = self.stream.read(length)
+        if len(data) < length:
+            raise PeerGone()
+        return data
+
+    def copy(self, length: int, fd: int | None) -> None:
+        """Move `length` bytes to the file `fd` (or drop them when None)."""
+        while length:
+            view = self.buffer[: min(length, _CHUNK)]
+            got = self.stream.readinto(view)
+            if not got:
+                raise PeerGone()
+            if fd is not None:
+                _write_all(fd, view[:got])
+            length -= got
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+class _Incoming:
+    """The dataset of one C-STORE being written to the spool's incoming folder."""
+
+    def __init__(self, folder: Path, header: bytes) -> None:
+        self.path = folder / f"{secrets.token_hex(8)}.part"
+        self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _write_all(self.fd, memoryview(header))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class Association:
+    """The protocol machine of one connection (PS3.8 9.2, acceptor side)."""
+
+    def __init__(
+        self,
+        connection: socket.socket,
+        address: str,
+        *,
+        limits: Limits,
+        policy: AcceptancePolicy,
+        receiver: StoreReceiver,
+        audit: Callable[[str, str], None],
+        admit_another: Callable[[], bool],
+    ) -> None:
+        self.connection = connection
+        self.address = address
+        self.limits = limits
+        self.policy = policy
+        self.receiver = receiver
+        self.audit = audit
+        self.admit_another = admit_another
+        self.project = ""
+        self.calling = ""
+        self.contexts: dict[int, tuple[str, str]] = {}
+        self.command = bytearray()
+        self.request: messages.Command | None = None
+        self.request_context = 0
+        self.incoming: _Incoming | None = None
+        self.refusal: int | None = None  # a status decided before the dataset arrived (out of space)
+        self.aborted = False
+        self.reader = _Reader(connection)  # reads nothing until asked (after the TLS handshake)
+
+    def run(self) -> None:
+        settings = self.limits.settings
+        try:
+            self.connection.settimeout(settings.acse_timeout)
+            if isinstance(self.connection, ssl.SSLSocket):
+                self.connection.do_handshake()
+            if self._associate():
+                self._serve()
+        except TimeoutError:
+            logger.warning("association from %s timed out: aborting it", self.address)
+            self._send(pdu.abort(0))
+        except pdu.ProtocolError as error:
+            logger.warning("association from %s aborted: %s", self.address, error)
+            self._send(pdu.abort(error.reason))
+        except messages.MalformedCommand as error:
+            logger.warning("association from %s aborted: %s", self.address, error)
+            self._send(pdu.abort(pdu.ABORT_INVALID_PARAMETER))
+        except (PeerGone, ConnectionError, ssl.SSLError) as error:
+            if not self.aborted:
+                logger.info("association from %s ended: %s", self.address, type(error).__name__)
+        except OSError:  # our side: the spool's disk, say; the peer was not answered and sends it again
+            if not self.aborted:
+                logger.exception("association from %s failed", self.address)
+        finally:
+            if self.incoming is not None:
+                self.incoming.discard()  # never answered: the peer sends it again
+            self.reader.stream.close()  # else the socket stays open while its file object lives
+            self.connection.close()
+
+    def abort(self) -> None:
+        """From another thread (stop): abort and wake the association's thread."""
+        self.aborted = True
+        self._send(pdu.abort(0))
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.connection.sendall(data)
+        except OSError:
+            pass
+
+    def _associate(self) -> bool:
+        """Read the A-ASSOCIATE-RQ; accept or reject it. True when accepted."""
+        pdu_type, length = pdu.HEADER.unpack(self.reader.exactly(6))
+        if pdu_type != pdu.ASSOCIATE_RQ or length > pdu.MAX_ASSOCIATE_RQ:
+            raise pdu.ProtocolError(f"expected an A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}")
+        request = pdu.decode_request(pdu.HEADER.pack(pdu_type, length) + self.reader.exactly(length))
+        self.calling = request.calling_ae_title
+        if not request.application_context_supported:
+            return self._reject(
+                pdu.REJECTED_PERMANENT,
+                pdu.SOURCE_SERVICE_USER,
+                pdu.APPLICATION_CONTEXT_NOT_SUPPORTED,
+                "application context not supported",
+            )
+        decision = self.policy.decide(called=request.called_ae_title, calling=self.calling, address=self.address)
+        if decision.project is None:
+            assert decision.diagnostic is not None
+            return self._reject(pdu.REJECTED_PERMANENT, pdu.SOURCE_SERVICE_USER, decision.diagnostic, decision.reason)
+        if not self.admit_another():
+            return self._reject(
+                pdu.REJECTED_TRANSIENT,
+                pdu.SOURCE_PROVIDER_PRESENTATION,
+                pdu.LOCAL_LIMIT_EXCEEDED,
+                "dimse.max_associations reached",
+            )
+        settings = self.limits.settings
+        negotiated = pdu.negotiate(
+            request,
+            self.limits.supported,
+            max_pdu_size=settings.max_pdu_size,
+            implementation_class_uid=str(IMPLEMENTATION_CLASS_UID),
+            implementation_version=IMPLEMENTATION_VERSION,
+        )
+        self.project = decision.project
+        self.contexts = negotiated.contexts
+        self.connection.sendall(negotiated.accept)
+        logger.debug("accepted association from %s (%s) for project %s", self.address, self.calling, self.project)
+        return True
+
+    def _reject(self, result: int, source: int, reason: int, why: str) -> bool:
+        logger.warning("rejected association from %s: %s", self.address, why)
+        self.audit("association.rejected", f"{why} (from {self.address})")
+        self._send(pdu.reject(result, source, reason))
+        return False
+
+    def _serve(self) -> None:
+        """P-DATA until A-RELEASE-RQ (answered) or A-ABORT."""
+        settings = self.limits.settings
+        while True:
+            in_message = bool(self.command) or self.request is not None
+            self.connection.settimeout(settings.dimse_timeout if in_message else settings.network_timeout)
+            pdu_type, length = pdu.HEADER.unpack(self.reader.exactly(6))
+            if pdu_type == pdu.P_DATA_TF:
+                self._p_data(length)
+            elif pdu_type == pdu.RELEASE_RQ:
+                self.reader.exactly(length)
+                self._send(pdu.release_reply())
+                return
+            elif pdu_type == pdu.ABORT:
+                self.reader.exactly(length)
+                logger.info("association from %s aborted by the peer", self.address)
+                return
+            else:
+                raise pdu.ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} on an established association")
+
+    def _p_data(self, length: int) -> None:
+        remaining = length
+        while remaining:
+            if remaining < pdu.PDV_HEADER.size:
+                raise pdu.ProtocolError("P-DATA-TF shorter than its items", pdu.ABORT_INVALID_PARAMETER)
+            item_length, context_id, control = pdu.PDV_HEADER.unpack(self.reader.exactly(pdu.PDV_HEADER.size))
+            fragment = item_length - 2
+            remaining -= 4 + item_length
+            if fragment < 0 or remaining < 0:
+                raise pdu.ProtocolError("PDV item longer than its P-DATA-TF", pdu.ABORT_INVALID_PARAMETER)
+            if context_id not in self.contexts:
+                raise pdu.ProtocolError(
+                    f"presentation context {context_id} was not accepted", pdu.ABORT_INVALID_PARAMETER
+                )
+            if control & pdu.COMMAND:
+                self._command_fragment(context_id, fragment, last=bool(control & pdu.LAST_FRAGMENT))
+            else:
+                self._dataset_fragment(context_id, fragment, last=bool(control & pdu.LAST_FRAGMENT))
+
+    def _command_fragment(self, context_id: int, length: int, *, last: bool) -> None:
+        if self.request is not None or len(self.command) + length > _MAX_COMMAND:
+            raise pdu.ProtocolError("unexpected command fragment", pdu.ABORT_INVALID_PARAMETER)
+        self.command += self.reader.exactly(length)
+        if not last:
+            return
+        request = messages.decode_command(bytes(self.command))
+        self.command.clear()
+        if request.command_field == messages.C_ECHO_RQ:
+            self._respond(context_id, request, messages.C_ECHO_RSP, status.SUCCESS)
+            return
+        if request.command_field != messages.C_STORE_RQ or not request.has_dataset:
+            raise pdu.ProtocolError(f"unsupported DIMSE command 0x{request.command_field:04X}")
+        self.request, self.request_context = request, context_id
+        if not self.receiver.has_space():
+            self.refusal = status.OUT_OF_RESOURCES  # nothing of it is written
+            return
+        self.incoming = _Incoming(
+            self.receiver.spool.incoming,
+            file_meta(
+                sop_class_uid=request.sop_class_uid,
+                sop_instance_uid=request.sop_instance_uid,
+                transfer_syntax_uid=self.contexts[context_id][1],
+                source_ae_title=self.calling,
+            ),
+        )
+
+    def _dataset_fragment(self, context_id: int, length: int, *, last: bool) -> None:
+        request = self.request
+        if request is None or context_id != self.request_context:
+            raise pdu.ProtocolError("dataset fragment without its C-STORE-RQ", pdu.ABORT_INVALID_PARAMETER)
+        incoming = self.incoming
+        self.reader.copy(length, incoming.fd if incoming is not None else None)
+        if not last:
+            return
+        if incoming is None:
+            answer = self.refusal if self.refusal is not None else status.PROCESSING_FAILURE
+        else:
+            incoming.close()
+            answer = self.receiver.store(
+                project=self.project,
+                calling_ae=self.calling,
+                path=incoming.path,
+                sop_class_uid=request.sop_class_uid,
+                sop_instance_uid=request.sop_instance_uid,
+            )
+            incoming.path.unlink(missing_ok=True)  # admitted (renamed) or quarantined (copied): gone either way
+        self.request, self.incoming, self.refusal = None, None, None
+        self._respond(context_id, request, messages.C_STORE_RSP, answer)
+
+    def _respond(self, context_id: int, request: messages.Command, field: int, answer: int) -> None:
+        self.connection.sendall(pdu.command_pdu(context_id, messages.encode_response(request, field, answer)))
