@@ -273,6 +273,9 @@ class Association:
         if request.command_field != messages.C_STORE_RQ or not request.has_dataset:
             raise pdu.ProtocolError(f"unsupported DIMSE command 0x{request.command_field:04X}")
         self.request, self.request_context = request, context_id
+        if request.sop_class_uid != self.contexts[context_id][0]:
+            self.refusal = status.SOP_CLASS_NOT_SUPPORTED  # not what the context was accepted for
+            return
         if not self.receiver.has_space():
             self.refusal = status.OUT_OF_RESOURCES  # nothing of it is written
             return

@@ -138,13 +138,28 @@ def test_the_dataset_may_arrive_in_fragments_of_any_size(start_bridge: StartBrid
     cuts = [0, 1, 7, 1000, 1001, len(data)]
     for start, end in zip(cuts, cuts[1:], strict=False):
         peer.sendall(p_data(1, 0x02 if end == len(data) else 0x00, data[start:end]))
-    header = _read(peer, 6)
-    response = _read(peer, struct.unpack(">L", header[2:])[0])
+    assert read_status(peer) == 0x0000
     peer.close()
-    assert header[0] == 0x04
-    status_at = response.index(struct.pack("<HHL", 0x0000, 0x0900, 2))
-    assert struct.unpack("<H", response[status_at + 8 : status_at + 10])[0] == 0x0000
     assert bridge.wait_for("open", 1)["instances"] == 1
+
+
+def test_a_store_for_another_sop_class_than_its_context_is_refused(start_bridge: StartBridge, tmp_path: Path) -> None:
+    bridge = start_bridge()
+    ds = factory.make_mr(factory.make_patient(9))  # sent on the CT Image Storage context
+    peer = associate_raw(bridge.port)
+    peer.sendall(p_data(1, 0x03, store_command(ds)) + p_data(1, 0x02, dataset_bytes(ds)))
+    assert read_status(peer) == 0x0122  # SOP class not supported
+    peer.close()
+    assert spool_files(tmp_path) == [] and incoming_files(tmp_path) == []
+
+
+def read_status(peer: socket.socket) -> int:
+    """The Status of the next response (a command set in one P-DATA-TF)."""
+    header = _read(peer, 6)
+    assert header[0] == 0x04, f"expected P-DATA-TF, got PDU type {header[0]}"
+    response = _read(peer, struct.unpack(">L", header[2:])[0])
+    status_at = response.index(struct.pack("<HHL", 0x0000, 0x0900, 2))
+    return int(struct.unpack("<H", response[status_at + 8 : status_at + 10])[0])
 
 
 def test_garbage_instead_of_an_association_request_is_aborted(start_bridge: StartBridge) -> None:
