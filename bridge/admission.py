@@ -8,15 +8,21 @@ from __future__ import annotations
 import re
 
 from pydicom.dataset import FileDataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from bridge.dicomio import value_length
+from bridge.dicomio import tag_of, value_length, value_of
 
-_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+# tags as constants: `value_of(ds, TAG)` skips the keyword look-up of `ds.get("Keyword")`
+_REQUIRED = {k: tag_of(k) for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")}
+_SOP_CLASS, _PATIENT_ID, _ROWS, _COLUMNS = (tag_of(k) for k in ("SOPClassUID", "PatientID", "Rows", "Columns"))
+_SAMPLES, _FRAMES, _BITS = (tag_of(k) for k in ("SamplesPerPixel", "NumberOfFrames", "BitsAllocated"))
+_BURNED_IN, _MODALITY, _IMAGE_TYPE = (tag_of(k) for k in ("BurnedInAnnotation", "Modality", "ImageType"))
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _SCREEN_CAPTURE_MODALITIES = frozenset({"US", "SC", "XC", "OT"})
 _SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
-_PIXEL_DATA = 0x7FE00010
+_PIXEL_DATA = BaseTag(0x7FE00010)
+_PIXEL_DATA_TAGS = (_PIXEL_DATA, BaseTag(0x7FE00008), BaseTag(0x7FE00009))
 
 
 class Refused(ValueError):
@@ -30,33 +36,35 @@ class Refused(ValueError):
 
 def check_instance(ds: FileDataset) -> None:
     """Raise Refused unless the instance is complete enough to de-identify, route and index."""
-    for keyword in _REQUIRED:
-        value = str(ds.get(keyword) or "").strip("\x00 ")
+    for keyword, tag in _REQUIRED.items():
+        value = str(value_of(ds, tag) or "").strip("\x00 ")
         if not value:
             raise Refused(f"missing {keyword}")
         if len(value) > 64 or not _UID.match(value):
             raise Refused(f"invalid UID in {keyword}")
-    if str(ds.SOPClassUID) != str(ds.file_meta.get("MediaStorageSOPClassUID", ds.SOPClassUID)):
+    sop_class = value_of(ds, _SOP_CLASS)
+    if str(sop_class) != str(ds.file_meta.get("MediaStorageSOPClassUID", sop_class)):
         raise Refused("SOPClassUID differs from MediaStorageSOPClassUID in the file meta", mismatch=True)
-    if not str(ds.get("PatientID") or "").strip():
+    if not str(value_of(ds, _PATIENT_ID) or "").strip():
         raise Refused("missing PatientID: cannot assign a subject")
     _check_pixel_data(ds)
 
 
 def _check_pixel_data(ds: FileDataset) -> None:
-    if "Image Storage" in UID(str(ds.SOPClassUID)).name and _PIXEL_DATA not in ds:
-        raise Refused(f"no Pixel Data in an instance of {UID(str(ds.SOPClassUID)).name}", mismatch=True)
-    if "Rows" not in ds or "Columns" not in ds:
+    sop_class = UID(str(value_of(ds, _SOP_CLASS)))
+    if "Image Storage" in sop_class.name and _PIXEL_DATA not in ds:
+        raise Refused(f"no Pixel Data in an instance of {sop_class.name}", mismatch=True)
+    if _ROWS not in ds or _COLUMNS not in ds:
         return
-    if not any(tag in ds for tag in (_PIXEL_DATA, 0x7FE00008, 0x7FE00009)):
+    if not any(tag in ds for tag in _PIXEL_DATA_TAGS):
         raise Refused("image attributes (Rows, Columns) without Pixel Data: truncated or incomplete", mismatch=True)
     if _PIXEL_DATA not in ds or UID(ds.file_meta.TransferSyntaxUID).is_compressed:
         return
     try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel") or 1)
-        frames = int(ds.get("NumberOfFrames") or 1)
-        bits = int(ds.BitsAllocated)
+        rows, columns = int(value_of(ds, _ROWS)), int(value_of(ds, _COLUMNS))
+        samples = int(value_of(ds, _SAMPLES) or 1)
+        frames = int(value_of(ds, _FRAMES) or 1)
+        bits = int(value_of(ds, _BITS))
     except (AttributeError, TypeError, ValueError):
         raise Refused("Image Pixel attributes missing or not numbers") from None
     pixels = rows * columns * samples * frames
@@ -76,17 +84,17 @@ def check_request(ds: FileDataset, *, sop_class_uid: str, sop_instance_uid: str)
 
 def burned_in_reason(ds: FileDataset) -> str | None:
     """Why the pixels may carry burned-in PHI, or None (PS3.15: Burned In Annotation, capture modalities)."""
-    flag = str(ds.get("BurnedInAnnotation") or "").strip().upper()
+    flag = str(value_of(ds, _BURNED_IN) or "").strip().upper()
     if flag == "YES":
         return "burned-in annotation: BurnedInAnnotation is YES"
     if flag == "NO" or _PIXEL_DATA not in ds:
         return None
-    modality = str(ds.get("Modality") or "").upper()
+    modality = str(value_of(ds, _MODALITY) or "").upper()
     if modality in _SCREEN_CAPTURE_MODALITIES:
         return f"possible burned-in annotation: {modality} without BurnedInAnnotation"
     if str(ds.SOPClassUID).startswith(_SECONDARY_CAPTURE_PREFIX):
         return "possible burned-in annotation: secondary capture without BurnedInAnnotation"
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    image_type = [str(v).upper() for v in (value_of(ds, _IMAGE_TYPE) or [])]
     if image_type[:2] == ["DERIVED", "SECONDARY"] and any("SCREEN" in v for v in image_type):
         return "possible burned-in annotation: screen capture without BurnedInAnnotation"
     return None

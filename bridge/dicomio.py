@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.charset import default_encoding
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -25,6 +27,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import PersonName
 
 DEFER_SIZE = 256 * 1024
 _CHUNK = 1 << 20
@@ -39,7 +42,8 @@ class MalformedInstance(ValueError):
 def read_instance(path: Path) -> FileDataset:
     """Parse the file, leaving large values in place. Raises MalformedInstance for bad or truncated files."""
     try:
-        ds = dcmread(path, defer_size=DEFER_SIZE, force=not has_preamble(path))
+        # force: read a bare dataset too; with a preamble and "DICM" pydicom reads the same either way
+        ds = dcmread(path, defer_size=DEFER_SIZE, force=True)
         if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
             # deferred offsets point into the inflated body, which cannot be read back from the file
             ds = dcmread(path)
@@ -54,8 +58,7 @@ def read_instance(path: Path) -> FileDataset:
         )
         ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID")
     size = path.stat().st_size
-    for tag in ds.keys():
-        raw = ds.get_item(tag, keep_deferred=True)
+    for tag, raw in ds.items():  # as stored: never reads a deferred value
         if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
             continue
         short = raw.value_tell + raw.length > size if raw.value is None else len(raw.value) < raw.length
@@ -78,6 +81,20 @@ def looks_like_dicom(path: Path) -> bool:
     return head[128:132] == b"DICM" or head[:2] in (b"\x02\x00", b"\x08\x00") and len(head) >= 8
 
 
+def tag_of(keyword: str) -> BaseTag:
+    """The tag of a data dictionary keyword, for module constants: `value_of(ds, TAG)` skips the keyword
+    look-up `ds.Keyword` does on every access."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(f"not a DICOM keyword: {keyword}")
+    return BaseTag(tag)
+
+
+def value_of(ds: Dataset, tag: BaseTag) -> Any:
+    """`ds.get(keyword)` by tag: the element's value (converted from raw, as pydicom does), or None."""
+    return ds[tag].value if tag in ds else None
+
+
 def value_length(ds: FileDataset, tag: int) -> int:
     """Length in bytes of a value, without loading it when it was deferred."""
     element = ds.get_item(tag, keep_deferred=True)
@@ -93,8 +110,10 @@ def _is_deferred(element: object) -> bool:
 def write_instance(out: BinaryIO, ds: FileDataset, source: Path) -> None:
     """Write `ds` as a Part 10 file, streaming deferred values from `source` (the file it was read from).
 
-    Elements still as read (raw) are written back as their bytes with a new header; only the elements
-    de-identification changed go through pydicom's encoder.
+    Elements still as read (raw) are written back as their bytes with a new header. Elements read or
+    changed by de-identification are encoded here when they are plain ASCII text, names it wrote, single
+    numbers or sequences of plain text (byte for byte as pydicom would, at a fraction of the cost); the
+    others go through pydicom's encoder.
     """
     transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
@@ -111,16 +130,13 @@ def write_instance(out: BinaryIO, ds: FileDataset, source: Path) -> None:
     pending += meta
     encoding = ds.get("SpecificCharacterSet", default_encoding)
     with source.open("rb") as stream:
-        for tag in sorted(ds.keys()):
-            element = ds.get_item(tag, keep_deferred=True)
+        for tag, element in sorted(ds.items(), key=_tag_order):
             if _is_deferred(element):
                 out.write(pending)
                 pending.clear()
                 _copy_element(out, element, stream, implicit=implicit, little=little)  # type: ignore[arg-type]
-            elif (raw := _raw_bytes(element, implicit=implicit, little=little)) is not None:
-                pending += raw
-            elif (text := _text_bytes(element, implicit=implicit, little=little)) is not None:
-                pending += text
+            elif (encoded := _encoded(element, implicit=implicit, little=little)) is not None:
+                pending += encoded
             else:
                 encoder = DicomBytesIO()
                 encoder.is_implicit_VR, encoder.is_little_endian = implicit, little
@@ -129,24 +145,58 @@ def write_instance(out: BinaryIO, ds: FileDataset, source: Path) -> None:
     out.write(pending)
 
 
+def _tag_order(item: tuple[BaseTag, object]) -> int:
+    """Sort key of a dataset item: the tag as a plain int (BaseTag compares in Python, slowly)."""
+    return int(item[0])
+
+
+def _encoded(element: object, *, implicit: bool, little: bool) -> bytes | None:
+    """The element as bytes when this module can encode it exactly as pydicom would (raw, plain ASCII text
+    and person names, single numbers, sequences of plain text); None when it needs pydicom's encoder."""
+    if isinstance(element, RawDataElement):
+        return _raw_bytes(element, implicit=implicit, little=little)
+    if not isinstance(element, DataElement):
+        return None
+    vr = element.VR
+    if vr == "SQ":
+        return _sequence_bytes(element, implicit=implicit, little=little)
+    if vr in _TEXT_VRS:
+        data = _text_value(element)
+    elif vr == "PN":
+        data = _person_name_value(element.value)
+    elif vr in _NUMBER_FORMATS:
+        data = _number_value(element.value, _NUMBER_FORMATS[vr][little])
+    else:
+        return None
+    if data is None:
+        return None
+    header = _header(element.tag, vr, len(data), implicit=implicit, little=little)
+    return None if header is None else header + data
+
+
+# Element headers, compiled once: (group, element, length), (group, element, VR, length).
+_IMPLICIT = {True: struct.Struct("<HHL"), False: struct.Struct(">HHL")}
+_EXPLICIT_SHORT = {True: struct.Struct("<HH2sH"), False: struct.Struct(">HH2sH")}
+_EXPLICIT_LONG = {True: struct.Struct("<HH2s2xL"), False: struct.Struct(">HH2s2xL")}
+_UNDEFINED = 0xFFFFFFFF
+
+
 def _header(tag: int, vr: str | None, length: int, *, implicit: bool, little: bool) -> bytes | None:
     """The element header for the transfer syntax, or None when the VR cannot hold the length."""
-    endian = "<" if little else ">"
-    header = struct.pack(f"{endian}HH", tag >> 16, tag & 0xFFFF)
     if implicit:
-        return header + struct.pack(f"{endian}L", length)
+        return _IMPLICIT[little].pack(tag >> 16, tag & 0xFFFF, length)
     if not vr or len(vr) != 2:
         return None
     if vr in _LONG_VRS:
-        return header + vr.encode("ascii") + b"\x00\x00" + struct.pack(f"{endian}L", length)
+        return _EXPLICIT_LONG[little].pack(tag >> 16, tag & 0xFFFF, vr.encode("ascii"), length)
     if length > 0xFFFF:
         return None
-    return header + vr.encode("ascii") + struct.pack(f"{endian}H", length)
+    return _EXPLICIT_SHORT[little].pack(tag >> 16, tag & 0xFFFF, vr.encode("ascii"), length)
 
 
 def _raw_bytes(element: object, *, implicit: bool, little: bool) -> bytes | None:
     """An untouched element with a defined length, as bytes; None when it needs pydicom's encoder."""
-    if not isinstance(element, RawDataElement) or element.length == 0xFFFFFFFF:
+    if not isinstance(element, RawDataElement) or element.length == _UNDEFINED:
         return None
     value = element.value or b""
     header = _header(element.tag, element.VR, len(value), implicit=implicit, little=little)
@@ -162,10 +212,9 @@ def _file_meta_bytes(meta: Dataset) -> bytes | None:
     if any(tag not in meta for tag in _META_REQUIRED):
         return None
     body = bytearray()
-    for tag in sorted(meta.keys()):
+    for tag, element in sorted(meta.items(), key=_tag_order):
         if tag == 0x00020000:
             continue
-        element = meta.get_item(tag)
         encoded = _raw_bytes(element, implicit=False, little=True)
         if encoded is None:
             encoded = _text_bytes(element, implicit=False, little=True)
@@ -180,18 +229,103 @@ def _text_bytes(element: object, *, implicit: bool, little: bool) -> bytes | Non
     shifted dates, dummies, cleaned text), encoded here; None for anything else (pydicom's encoder)."""
     if not isinstance(element, DataElement) or element.VR not in _TEXT_VRS:
         return None
-    value = element.value
-    values = list(value) if isinstance(value, MultiValue) else [] if value is None else [value]
-    if not all(isinstance(v, str) for v in values):
+    data = _text_value(element)
+    if data is None:
         return None
-    text = "\\".join(values)
+    header = _header(element.tag, element.VR, len(data), implicit=implicit, little=little)
+    return None if header is None else header + data
+
+
+def _text_value(element: DataElement) -> bytes | None:
+    """The padded value of a text element holding plain ASCII strings; None for anything else."""
+    value = element.value
+    if isinstance(value, str):
+        text = value
+    elif value is None:
+        text = ""
+    elif isinstance(value, MultiValue) and all(isinstance(v, str) for v in value):
+        text = "\\".join(value)
+    else:
+        return None
     if not text.isascii():
         return None  # the character set decides: pydicom's encoder
     data = text.encode("ascii")
     if len(data) % 2:
         data += b"\x00" if element.VR == "UI" else b" "
-    header = _header(element.tag, element.VR, len(data), implicit=implicit, little=little)
-    return None if header is None else header + data
+    return data
+
+
+def _person_name_value(value: object) -> bytes | None:
+    """The padded value of a person name de-identification wrote (a dummy, the subject code): one name made
+    from a plain ASCII string without components and never encoded, whose encoding under any character set
+    is its ASCII bytes. None for anything else, names read from the file among them (pydicom writes their
+    original bytes)."""
+    if value is None:
+        return b""
+    if not isinstance(value, PersonName) or value.original_string is not None:
+        return None
+    text = str(value)
+    if not text.isascii() or "=" in text or "^" in text:  # groups and components: pydicom's rules
+        return None
+    data = text.encode("ascii")
+    return data + b" " if len(data) % 2 else data
+
+
+# struct formats of the binary number VRs, by little endian or not (pydicom's writer uses the same)
+_NUMBER_FORMATS = {
+    vr: {True: struct.Struct(f"<{code}"), False: struct.Struct(f">{code}")}
+    for vr, code in (
+        ("US", "H"),
+        ("SS", "h"),
+        ("UL", "L"),
+        ("SL", "l"),
+        ("UV", "Q"),
+        ("SV", "q"),
+        ("FL", "f"),
+        ("FD", "d"),
+    )
+}
+
+
+def _number_value(value: object, number: struct.Struct) -> bytes | None:
+    """One binary number (what pydicom read, or a dummy), packed; None for several numbers or anything
+    else (pydicom's encoder)."""
+    if value is None:
+        return b""
+    if type(value) is not int and type(value) is not float:
+        return None
+    try:
+        return number.pack(value)
+    except struct.error:  # out of range: pydicom's encoder says so
+        return None
+
+
+# Item, item delimitation and sequence delimitation tags (FFFE,E000), (FFFE,E00D), (FFFE,E0DD).
+_ITEM = {True: struct.Struct("<HHL"), False: struct.Struct(">HHL")}
+
+
+def _sequence_bytes(element: DataElement, *, implicit: bool, little: bool) -> bytes | None:
+    """A sequence whose items hold only plain ASCII text elements (as the method code sequence that
+    de-identification writes), encoded as pydicom's writer does: defined lengths unless the sequence or
+    item was read with undefined length. None for anything else (pydicom's encoder)."""
+    marker = _ITEM[little]
+    items = bytearray()
+    for item in element.value:
+        body = bytearray()
+        for tag, child in sorted(item.items(), key=_tag_order):
+            encoded = None if not tag & 0xFFFF else _text_bytes(child, implicit=implicit, little=little)
+            if encoded is None:  # group lengths, raw or other elements: pydicom's rules
+                return None
+            body += encoded
+        if item.is_undefined_length_sequence_item:
+            items += marker.pack(0xFFFE, 0xE000, _UNDEFINED) + body + marker.pack(0xFFFE, 0xE00D, 0)
+        else:
+            items += marker.pack(0xFFFE, 0xE000, len(body)) + body
+    undefined = element.is_undefined_length
+    header = _header(element.tag, "SQ", _UNDEFINED if undefined else len(items), implicit=implicit, little=little)
+    if header is None:
+        return None
+    return header + items + (marker.pack(0xFFFE, 0xE0DD, 0) if undefined else b"")
 
 
 def _copy_element(out: BinaryIO, element: RawDataElement, stream: BinaryIO, *, implicit: bool, little: bool) -> None:

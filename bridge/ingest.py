@@ -1,9 +1,9 @@
 """The ingest service every intake path calls: parse, admit, de-identify, store, index, audit.
 
 A batch of instances is one unit of work. Each de-identified file is made durable before the rows that
-point at it are committed, so a crash leaves at worst a file without a row (rewritten identically on
-resend), never a row without a file. A resend of an indexed instance is recognised by its keyed pseudo UID
-before any work.
+point at it are committed (each file fsynced as it is written, each folder of the batch once before the
+commit), so a crash leaves at worst a file without a row (rewritten identically on resend), never a row
+without a file. A resend of an indexed instance is recognised by its keyed pseudo UID before any work.
 """
 
 from __future__ import annotations
@@ -18,23 +18,31 @@ from typing import Any
 
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from sqlalchemy.exc import IntegrityError
 
 from bridge.admission import Refused, burned_in_reason, check_instance
 from bridge.caches import BoundedCache, BoundedSet
 from bridge.deid import values
 from bridge.deid.deidentify import DeidContext, DeidResult, deidentify
-from bridge.dicomio import MalformedInstance, read_instance, write_instance
+from bridge.dicomio import MalformedInstance, read_instance, tag_of, value_of, write_instance
 from bridge.projects import ProjectContext
 from bridge.quarantine import Quarantine
 from storage import index, vault
-from storage.audit import record_event, record_events
+from storage.audit import EventRow, record_event, record_events
 from storage.db import Database, UnitOfWork
 from storage.filestore import FileStore, StoredFile, sha256_of
-from storage.models import AuditEvent, Instance, QuarantineItem, utcnow
+from storage.models import QuarantineItem, utcnow
 
 logger = logging.getLogger(__name__)
 _ATTEMPTS = 3
+# tags as constants: `value_of(ds, TAG)` skips the keyword look-up of `ds.Keyword` on every instance
+_SOP_INSTANCE_UID, _STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID, _SOP_CLASS_UID, _INSTANCE_NUMBER = (
+    tag_of(k) for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "InstanceNumber")
+)
+_ACCESSION_NUMBER, _ISSUER_OF_PATIENT_ID, _PATIENT_ID, _PATIENT_NAME, _PATIENT_BIRTH_DATE = (
+    tag_of(k) for k in ("AccessionNumber", "IssuerOfPatientID", "PatientID", "PatientName", "PatientBirthDate")
+)
 
 
 class Outcome(enum.Enum):
@@ -105,8 +113,8 @@ class IngestService:
         return result
 
     def ingest_many(self, items: Sequence[IngestItem]) -> list[IngestResult | Exception]:
-        """Ingest several instances with one transaction for all their rows (the files are written first,
-        each durably). Each item gets its result, or the exception that stopped it alone."""
+        """Ingest several instances with one transaction for all their rows (the files are written first and
+        made durable). Each item gets its result, or the exception that stopped it alone."""
         results: list[IngestResult | Exception | None] = [None] * len(items)
         prepared: list[tuple[int, _Prepared]] = []
         for position, item in enumerate(items):
@@ -119,6 +127,7 @@ class IngestService:
                 results[position] = outcome
             else:
                 prepared.append((position, outcome))
+        prepared = self._make_durable(prepared, results)
         if prepared:
             committed: list[IngestResult | Exception]
             try:
@@ -133,7 +142,10 @@ class IngestService:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 outcome = self._prepare(item)
-                return outcome if isinstance(outcome, IngestResult) else self._commit([outcome])[0]
+                if isinstance(outcome, IngestResult):
+                    return outcome
+                self.store.sync_folder(outcome.stored.relative_path)
+                return self._commit([outcome])[0]
             except IntegrityError as error:
                 if attempt == _ATTEMPTS:
                     return error
@@ -197,15 +209,15 @@ class IngestService:
                 item.path, project=item.project, reason=str(problem), source=item.source, origin=item.origin
             )
 
-        def pseudo(keyword: str) -> str:
-            original = str(ds[keyword].value).strip("\x00 ")
+        def pseudo(tag: BaseTag) -> str:
+            original = str(ds[tag].value).strip("\x00 ")
             return original if context.retain_uids else values.pseudo_uid(context.key, original)
 
-        pseudo_sop = pseudo("SOPInstanceUID")
+        pseudo_sop = pseudo(_SOP_INSTANCE_UID)
         relative = self.store.relative_path(
-            context.name, pseudo("StudyInstanceUID"), pseudo("SeriesInstanceUID"), pseudo_sop
+            context.name, pseudo(_STUDY_INSTANCE_UID), pseudo(_SERIES_INSTANCE_UID), pseudo_sop
         )
-        identity, accession = _identity_of(ds), str(ds.get("AccessionNumber") or "")
+        identity, accession = _identity_of(ds), str(value_of(ds, _ACCESSION_NUMBER) or "")
         patient_key = values.patient_key(context.key, identity.issuer, identity.patient_id)
         project_id = self.project_id(context.name)
         # Only a file already in the store can mean a resend; the index decides (a crash can leave a file
@@ -216,11 +228,36 @@ class IngestService:
                     return IngestResult(Outcome.DUPLICATE, sop_instance_uid=pseudo_sop)
         subject_code = self._subject_code(context, patient_key, identity)
         result = deidentify(ds, self._deid_context(context, subject_code, patient_key))
-        stored = self.store.write(relative, lambda writer: write_instance(writer, result.dataset, item.path))  # type: ignore[arg-type]
+        stored = self.store.write(
+            relative,
+            lambda writer: write_instance(writer, result.dataset, item.path),  # type: ignore[arg-type]
+            sync_folder=False,  # once per folder and batch, before the commit
+        )
         return _Prepared(context, project_id, subject_code, result, stored, item.source, accession)
 
+    def _make_durable(
+        self, prepared: list[tuple[int, _Prepared]], results: list[IngestResult | Exception | None]
+    ) -> list[tuple[int, _Prepared]]:
+        """fsync each folder the batch wrote into, once, before any row points at its files. The items of
+        a folder that cannot be synced fail alone (their result is the error); the others are returned."""
+        failed: dict[str, OSError] = {}
+        synced: set[str] = set()
+        for _, p in prepared:
+            folder = _folder_of(p)
+            if folder not in synced and folder not in failed:
+                try:
+                    self.store.sync_folder(p.stored.relative_path)
+                    synced.add(folder)
+                except OSError as error:
+                    failed[folder] = error
+        for position, p in prepared:
+            if (problem := failed.get(_folder_of(p))) is not None:
+                results[position] = problem
+        return [(position, p) for position, p in prepared if _folder_of(p) not in failed]
+
     def _commit(self, batch: list[_Prepared]) -> list[IngestResult]:
-        """The rows of a batch of stored files, in one unit of work (vault first)."""
+        """The rows of a batch of stored files (made durable by the caller), in one unit of work (vault
+        first)."""
         new_pairs: dict[tuple[str, str], str] = {}  # (project, pseudo) -> original
         studies: dict[tuple[str, str], str] = {}  # (project, pseudo study UID) -> accession
         for p in batch:
@@ -229,7 +266,7 @@ class IngestService:
                 if (project, pseudo) not in self._recorded_uids:
                     new_pairs[(project, pseudo)] = original
             # the study's pseudo UID is recorded with the first instance's UID pairs: its accession goes with it
-            study_key = (project, str(p.result.dataset.StudyInstanceUID))
+            study_key = (project, str(value_of(p.result.dataset, _STUDY_INSTANCE_UID)))
             if p.accession and study_key not in self._recorded_uids:
                 studies.setdefault(study_key, p.accession)
         located: dict[tuple[str, str], tuple[int, int]] = {}
@@ -243,7 +280,7 @@ class IngestService:
                 )
             rows = []
             for p in batch:
-                series_key = (p.context.name, str(p.result.dataset.SeriesInstanceUID))
+                series_key = (p.context.name, str(value_of(p.result.dataset, _SERIES_INSTANCE_UID)))
                 where = located.get(series_key) or self._known_series.get(series_key)
                 if where is None:
                     where = self._ensure_series(work, p.project_id, p.subject_code, p.result)
@@ -254,18 +291,18 @@ class IngestService:
             # not inserted: indexed a moment earlier (another worker, or twice in this batch: same bytes)
             stored: list[bool] = []
             for row in rows:
-                indexed_as = (row.project_id, row.sop_instance_uid)
+                indexed_as = (row["project_id"], row["sop_instance_uid"])
                 stored.append(indexed_as in inserted)
                 inserted.discard(indexed_as)
-            events = [
-                AuditEvent(
-                    actor=self.actor,
-                    action="instance.stored",
-                    project_id=row.project_id,
-                    object=row.sop_instance_uid,
-                    detail=row.source,
-                    at=utcnow(),
-                )
+            events: list[EventRow] = [
+                {
+                    "at": utcnow(),
+                    "actor": self.actor,
+                    "action": "instance.stored",
+                    "project_id": row["project_id"],
+                    "object": row["sop_instance_uid"],
+                    "detail": row["source"],
+                }
                 for row, new in zip(rows, stored, strict=True)
                 if new
             ]
@@ -275,7 +312,7 @@ class IngestService:
         for key, where in located.items():
             self._known_series[key] = where
         results = [
-            IngestResult(Outcome.STORED if new else Outcome.DUPLICATE, sop_instance_uid=row.sop_instance_uid)
+            IngestResult(Outcome.STORED if new else Outcome.DUPLICATE, sop_instance_uid=row["sop_instance_uid"])
             for row, new in zip(rows, stored, strict=True)
         ]
         return results
@@ -312,21 +349,21 @@ class IngestService:
             keep_private=context.keep_private,
         )
 
-    def _instance_row(self, p: _Prepared, *, series_id: int) -> Instance:
+    def _instance_row(self, p: _Prepared, *, series_id: int) -> index.InstanceRow:
         out = p.result.dataset
-        return Instance(
-            project_id=p.project_id,
-            series_id=series_id,
-            sop_instance_uid=str(out.SOPInstanceUID),
-            sop_class_uid=str(out.SOPClassUID),
-            transfer_syntax_uid=str(out.file_meta.TransferSyntaxUID),
-            instance_number=_int(out.get("InstanceNumber")),
-            path=p.stored.relative_path,
-            size=p.stored.size,
-            sha256=p.stored.sha256,
-            source=p.source[:64],
-            received_at=utcnow(),
-        )
+        return {
+            "project_id": p.project_id,
+            "series_id": series_id,
+            "sop_instance_uid": str(value_of(out, _SOP_INSTANCE_UID)),
+            "sop_class_uid": str(value_of(out, _SOP_CLASS_UID)),
+            "transfer_syntax_uid": str(out.file_meta.TransferSyntaxUID),
+            "instance_number": _int(value_of(out, _INSTANCE_NUMBER)),
+            "path": p.stored.relative_path,
+            "size": p.stored.size,
+            "sha256": p.stored.sha256,
+            "source": p.source[:64],
+            "received_at": utcnow(),
+        }
 
     def _ensure_series(
         self, work: UnitOfWork, project_id: int, subject_code: str, result: DeidResult
@@ -352,12 +389,16 @@ class IngestService:
         return series.id, timepoint.id
 
 
+def _folder_of(prepared: _Prepared) -> str:
+    return prepared.stored.relative_path.rpartition("/")[0]
+
+
 def _identity_of(ds: FileDataset) -> vault.Identity:
     return vault.Identity(
-        issuer=str(ds.get("IssuerOfPatientID") or "").strip(),
-        patient_id=str(ds.PatientID).strip(),
-        name=str(ds.get("PatientName") or ""),
-        birth_date=str(ds.get("PatientBirthDate") or ""),
+        issuer=str(value_of(ds, _ISSUER_OF_PATIENT_ID) or "").strip(),
+        patient_id=str(value_of(ds, _PATIENT_ID)).strip(),
+        name=str(value_of(ds, _PATIENT_NAME) or ""),
+        birth_date=str(value_of(ds, _PATIENT_BIRTH_DATE) or ""),
     )
 
 

@@ -1,8 +1,9 @@
 """Durable files: the de-identified store and the quarantine.
 
 A file is written to a temporary name in `<root>/.incoming/` (same filesystem), fsynced, renamed into place
-and its folder fsynced, so that a crash leaves either the whole file or none. What a crash leaves in
-`.incoming/` is never referenced and is removed by `sweep_incoming` at start-up.
+and its folder fsynced (or, if the caller asks, left for it to sync once for several files), so that a
+crash leaves either the whole file or none. What a crash leaves in `.incoming/` is never referenced and is
+removed by `sweep_incoming` at start-up.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -123,25 +126,39 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_durably(root: Path, relative_path: str, produce: Callable[[HashingWriter], None]) -> StoredFile:
-    """Write `relative_path` under `root` with the bytes `produce` writes; replaces an existing file."""
+def write_durably(
+    root: Path, relative_path: str, produce: Callable[[HashingWriter], None], *, sync_folder: bool = True
+) -> StoredFile:
+    """Write `relative_path` under `root` with the bytes `produce` writes; replaces an existing file.
+
+    With `sync_folder=False` the new name is durable only once the caller has synced its folder (ingest
+    syncs each folder of a batch once, before committing the rows that point at its files)."""
     target = root / relative_path
-    target.parent.mkdir(parents=True, exist_ok=True)
     incoming = _incoming_folder(root)
-    incoming.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=incoming, suffix=".tmp")
+    # folders are created when missing rather than checked before every file: checks cost system calls
+    fd, temp_name = _retry_in_new_folder(lambda: tempfile.mkstemp(dir=incoming, suffix=".tmp"), incoming)
     try:
         with os.fdopen(fd, "wb") as raw:
             writer = HashingWriter(raw)
             produce(writer)
             writer.flush()
             os.fsync(raw.fileno())
-        os.replace(temp_name, target)
+        _retry_in_new_folder(lambda: os.replace(temp_name, target), target.parent)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    fsync_folder(target.parent)
+    if sync_folder:
+        fsync_folder(target.parent)
     return StoredFile(relative_path=relative_path, size=writer.size, sha256=writer.sha256)
+
+
+def _retry_in_new_folder(action: Callable[[], T], folder: Path) -> T:
+    """`action`, run again after creating `folder` if it failed because the folder is missing."""
+    try:
+        return action()
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        return action()
 
 
 def sha256_of(path: Path) -> str:
@@ -173,8 +190,14 @@ class FileStore:
     def relative_path(project: str, study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
         return f"{project}/{study_uid}/{series_uid}/{sop_instance_uid}.dcm"
 
-    def write(self, relative_path: str, produce: Callable[[HashingWriter], None]) -> StoredFile:
-        return write_durably(self.root, relative_path, produce)
+    def write(
+        self, relative_path: str, produce: Callable[[HashingWriter], None], *, sync_folder: bool = True
+    ) -> StoredFile:
+        return write_durably(self.root, relative_path, produce, sync_folder=sync_folder)
+
+    def sync_folder(self, relative_path: str) -> None:
+        """Make durable the name of a file written with `sync_folder=False` (and of the others beside it)."""
+        fsync_folder((self.root / relative_path).parent)
 
     def path(self, relative_path: str) -> Path:
         return self.root / relative_path

@@ -9,9 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from functools import cache
+from typing import Any, TypedDict, TypeVar
 
-from sqlalchemy import func, update
+from sqlalchemy import Table, bindparam, func, update
+from sqlalchemy.sql.dml import Update
 from sqlmodel import Session, select
 
 from storage.models import (
@@ -157,33 +159,58 @@ def series_counts(session: Session, *, project_id: int, series_uids: list[str]) 
     return counts
 
 
-def add_instances(session: Session, *, instances: list[Instance], timepoint_of: dict[int, int]) -> set[tuple[int, str]]:
+class InstanceRow(TypedDict):
+    """The columns of a new instance row: a plain insert needs no ORM object (building one costs more than
+    the insert)."""
+
+    project_id: int
+    series_id: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    instance_number: int | None
+    path: str
+    size: int
+    sha256: str
+    source: str
+    received_at: dt.datetime
+
+
+def add_instances(
+    session: Session, *, instances: list[InstanceRow], timepoint_of: dict[int, int]
+) -> set[tuple[int, str]]:
     """Insert the instances and count them in their series and timepoints (`timepoint_of`: series id ->
     timepoint id); returns (project id, SOP Instance UID) of those inserted (the others were already
     indexed: resends)."""
     if not instances:
         return set()
     table = Instance.__table__  # type: ignore[attr-defined]
-    columns = [c.name for c in table.c if c.name != "id"]
-    rows = [{name: getattr(instance, name) for name in columns} for instance in instances]
-    for row in rows:
-        row["received_at"] = row["received_at"] or utcnow()
     statement = insert_ignore(session, table).returning(table.c.project_id, table.c.sop_instance_uid, table.c.series_id)
-    inserted = session.execute(statement, rows).all()
+    inserted = session.execute(statement, instances).all()
     per_series = Counter(series_id for _, _, series_id in inserted)
     per_timepoint: Counter[int] = Counter()
     for series_id, count in per_series.items():
-        session.execute(
-            update(Series).where(Series.id == series_id).values(instance_count=Series.instance_count + count)
-        )
         per_timepoint[timepoint_of[series_id]] += count
-    for timepoint_id, count in per_timepoint.items():
-        session.execute(
-            update(Timepoint)
-            .where(Timepoint.id == timepoint_id)  # type: ignore[arg-type]
-            .values(instance_count=Timepoint.instance_count + count)
-        )
+    count_series, count_timepoints = _count_updates()
+    if per_series:
+        session.execute(count_series, [{"row": key, "added": count} for key, count in per_series.items()])
+        session.execute(count_timepoints, [{"row": key, "added": count} for key, count in per_timepoint.items()])
     return {(int(project_id), str(uid)) for project_id, uid, _ in inserted}
+
+
+@cache
+def _count_updates() -> tuple[Update, Update]:
+    """`instance_count += :added WHERE id = :row` of series and of timepoints, built once (Core statements,
+    run as executemany; the ORM would build and evaluate each one per call)."""
+
+    def statement(table: Table) -> Update:
+        return (
+            update(table)
+            .where(table.c.id == bindparam("row"))
+            .values(instance_count=table.c.instance_count + bindparam("added"))
+        )
+
+    return statement(Series.__table__), statement(Timepoint.__table__)  # type: ignore[attr-defined]
 
 
 def find_quarantined(session: Session, *, project_id: int | None, sha256: str) -> QuarantineItem | None:

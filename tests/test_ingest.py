@@ -293,3 +293,48 @@ def test_a_batch_reports_each_instance_on_its_own(tmp_path: Path, database_url: 
         assert sorted(s.instance_count for s in rows(runtime, Series)) == [1, 2]
     finally:
         runtime.close()
+
+
+def test_a_batch_syncs_each_folder_once_before_its_rows_are_committed(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files of a batch are fsynced as written; their folders, once each, before the rows that point at
+    them: a crash leaves at worst a file without a row."""
+    import storage.filestore as filestore
+    from bridge.ingest import IngestItem
+    from storage import index
+
+    happened: list[tuple[str, object]] = []
+    sync, add = filestore.fsync_folder, index.add_instances
+    monkeypatch.setattr(filestore, "fsync_folder", lambda folder: (happened.append(("sync", folder)), sync(folder)))
+    monkeypatch.setattr(index, "add_instances", lambda *a, **k: (happened.append(("rows", None)), add(*a, **k))[1])
+    paths = factory.write_files(factory.make_series(factory.make_patient(1), count=3), tmp_path / "in")
+    results = runtime.ingest.ingest_many([IngestItem(p, "lung", "test") for p in paths])
+    assert [r.outcome for r in results if not isinstance(r, Exception)] == [Outcome.STORED] * 3
+    [folder] = {(runtime.settings.storage.store_dir / i.path).parent for i in rows(runtime, Instance)}
+    assert happened == [("sync", folder), ("rows", None)]
+
+
+def test_a_folder_that_cannot_be_synced_fails_its_instances_alone(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.ingest import IngestItem
+    from storage.filestore import FileStore
+
+    patient = factory.make_patient(1)
+    first = factory.write_files(factory.make_series(patient, count=2), tmp_path / "a")
+    second = factory.write_files(factory.make_series(patient, count=2), tmp_path / "b")
+    sync, broken = FileStore.sync_folder, {}
+
+    def sync_folder(store: FileStore, relative_path: str) -> None:
+        broken.setdefault("folder", relative_path.rpartition("/")[0])  # the batch's first folder
+        if relative_path.startswith(broken["folder"] + "/"):
+            raise OSError("fsync failed")
+        sync(store, relative_path)
+
+    monkeypatch.setattr(FileStore, "sync_folder", sync_folder)
+    results = runtime.ingest.ingest_many([IngestItem(p, "lung", "test") for p in first + second])
+    assert [type(r) for r in results[:2]] == [OSError, OSError]
+    assert [r.outcome for r in results[2:] if not isinstance(r, Exception)] == [Outcome.STORED] * 2
+    assert len(rows(runtime, Instance)) == 2
+

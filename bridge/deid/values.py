@@ -12,6 +12,7 @@ import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydicom._uid_dict import UID_dictionary
 
@@ -19,7 +20,7 @@ _UID_ROOT = "2.25."
 
 
 def keyed_digest(key: bytes, purpose: str, value: str) -> bytes:
-    return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
+    return hmac.digest(key, f"{purpose}\x00{value}".encode(), hashlib.sha256)
 
 
 def is_well_known_uid(uid: str) -> bool:
@@ -157,13 +158,17 @@ def collect_identifiers(names: Iterable[str], others: Iterable[str]) -> Identifi
     return Identifiers(frozenset(phrases), frozenset(words))
 
 
+_WORD = re.compile(r"\w+")
+_SPACES = re.compile(r"\s{2,}")
+
+
+@lru_cache(maxsize=256)
 def clean_text(text: str, identifiers: Identifiers) -> str:
-    """Remove identifiers, dates and ID-like numbers (five or more digits) from a descriptor."""
+    """Remove identifiers, dates and ID-like numbers (five or more digits) from a descriptor. Memoized: the
+    descriptors of a series repeat instance after instance, and so do the identifiers of its patient."""
     cleaned = text
-    for phrase in sorted(identifiers.phrases, key=len, reverse=True):
-        boundary = r"(?<!\w)" if phrase.isascii() else ""  # CJK names have no word separators
-        pattern = boundary + re.escape(phrase) + (r"(?!\w)" if phrase.isascii() else "")
-        cleaned = re.sub(pattern, "", cleaned, flags=re.IGNORECASE)
+    for pattern in _phrase_patterns(identifiers.phrases):
+        cleaned = pattern.sub("", cleaned)
     cleaned = _DATE_LIKE.sub("", cleaned)
     cleaned = _ID_LIKE.sub(lambda m: "" if sum(c.isdigit() for c in m.group()) >= 5 else m.group(), cleaned)
     if identifiers.words:
@@ -171,6 +176,17 @@ def clean_text(text: str, identifiers: Identifiers) -> str:
         def drop(match: re.Match[str]) -> str:
             return "" if match.group().casefold() in identifiers.words else match.group()
 
-        cleaned = re.sub(r"\w+", drop, cleaned)
-    cleaned = re.sub(r"\s{2,}", " ", cleaned)
+        cleaned = _WORD.sub(drop, cleaned)
+    cleaned = _SPACES.sub(" ", cleaned)
     return cleaned.strip(" ^-_,;:/")
+
+
+@lru_cache(maxsize=64)
+def _phrase_patterns(phrases: frozenset[str]) -> tuple[re.Pattern[str], ...]:
+    """One pattern per phrase, longest first (removed one after the other, as the order matters)."""
+    patterns = []
+    for phrase in sorted(phrases, key=len, reverse=True):
+        boundary = r"(?<!\w)" if phrase.isascii() else ""  # CJK names have no word separators
+        pattern = boundary + re.escape(phrase) + (r"(?!\w)" if phrase.isascii() else "")
+        patterns.append(re.compile(pattern, flags=re.IGNORECASE))
+    return tuple(patterns)

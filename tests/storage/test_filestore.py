@@ -68,3 +68,21 @@ def test_sweep_spares_files_of_live_processes(tmp_path: Path) -> None:
     live.mkdir(parents=True)
     (live / "busy.tmp").write_bytes(b"x")
     assert sweep_incoming(tmp_path) == 0 and (live / "busy.tmp").exists()
+
+
+def test_folders_synced_by_the_caller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest writes a batch without syncing each file's folder, then syncs each folder once before it
+    commits the rows; missing folders are created on the way."""
+    import storage.filestore as filestore
+
+    synced: list[Path] = []
+    monkeypatch.setattr(filestore, "fsync_folder", synced.append)
+    store = FileStore(tmp_path)
+    paths = ["p/a/b/1.dcm", "p/a/b/2.dcm", "p/a/c/3.dcm"]
+    for relative in paths:
+        store.write(relative, lambda out: out.write(b"DICM"), sync_folder=False)
+    assert synced == [] and all((tmp_path / relative).read_bytes() == b"DICM" for relative in paths)
+    store.sync_folder(paths[0])
+    assert synced == [tmp_path / "p/a/b"]
+    store.write("q/d/e/4.dcm", lambda out: out.write(b"DICM"))
+    assert synced[-1] == tmp_path / "q/d/e"
