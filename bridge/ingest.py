@@ -120,6 +120,9 @@ class IngestService:
         for position, item in enumerate(items):
             try:
                 outcome = self._prepare(item)
+            except IntegrityError:  # another process created the same subject a moment ago: again, alone
+                results[position] = self._ingest_alone(item)
+                continue
             except Exception as error:
                 results[position] = error
                 continue

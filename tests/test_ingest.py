@@ -338,3 +338,34 @@ def test_a_folder_that_cannot_be_synced_fails_its_instances_alone(
     assert [r.outcome for r in results[2:] if not isinstance(r, Exception)] == [Outcome.STORED] * 2
     assert len(rows(runtime, Instance)) == 2
 
+
+def test_a_subject_created_by_another_process_meanwhile_is_used(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ingest processes meet a new patient at once: the second one's insert of the subject fails on the
+    unique key, and its batch goes on with the subject the first one created. The race window (between
+    looking the subject up and inserting it) is too short to hit on purpose, so the look-up is made to miss
+    once: the only simulated part; the unique key and the second service are real."""
+    from bridge.ingest import IngestItem
+    from bridge.runtime import open_ingest, open_runtime
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, database_url, lung={"subject_prefix": "LUNG"})
+    first = open_runtime(settings, actor="first")
+    second = open_ingest(settings, "second")
+    try:
+        a, b = factory.write_files(factory.make_series(factory.make_patient(2), count=2), tmp_path / "in")
+        assert first.ingest.ingest(a, project="lung", source="test").outcome is Outcome.STORED
+        real_find = vault.find_subject
+        misses = [True]
+
+        def find_after_the_other_looked(session, **kwargs):  # type: ignore[no-untyped-def]
+            return None if misses and misses.pop() else real_find(session, **kwargs)
+
+        monkeypatch.setattr(vault, "find_subject", find_after_the_other_looked)
+        results = second.ingest_many([IngestItem(b, "lung", "test")])
+        assert [r.outcome for r in results if not isinstance(r, Exception)] == [Outcome.STORED]
+        assert len(rows(first, Subject)) == 1 and len(rows(first, Instance)) == 2
+    finally:
+        second.database.dispose()
+        first.close()
