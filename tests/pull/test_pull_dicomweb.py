@@ -224,7 +224,8 @@ def test_a_person_at_a_terminal_sees_progress_per_study(
 
 
 def test_ctrl_c_stops_a_pull_cleanly_and_the_next_run_completes(orthanc: OrthancServer, tmp_path: Path) -> None:
-    datasets = factory.make_corpus(n_patients=2, studies_per_patient=2, per_series=40)
+    # nine studies: the interrupt lands early, and the pull stops after the study it is on
+    datasets = factory.make_corpus(n_patients=3, studies_per_patient=3, per_series=20)
     orthanc.upload(factory.write_files(datasets, tmp_path / "corpus"))
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PACS_BRIDGE_")}
@@ -240,6 +241,7 @@ def test_ctrl_c_stops_a_pull_cleanly_and_the_next_run_completes(orthanc: Orthanc
         deadline = time.monotonic() + 60
         while indexed(tmp_path / "b.db") < 20 and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert puller.poll() is None, "the pull finished before it could be interrupted"
         os.killpg(puller.pid, signal.SIGINT)  # what Ctrl-C sends: to the whole foreground group
         out, err = puller.communicate(timeout=120)
     assert puller.returncode != 0
