@@ -41,12 +41,15 @@ def _owner() -> str:
 class Spool:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._incoming: Path | None = None
 
     @property
     def incoming(self) -> Path:
-        """Where receivers write partial files: this process's folder under `.incoming/`."""
+        """Where receivers write partial files: this process's folder under `.incoming/` (created once)."""
         folder = self.root / INCOMING / _owner()
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder != self._incoming:  # first use, or another process (the owner is in the name)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._incoming = folder
         return folder
 
     def admit(self, partial: Path, *, project: str, source: str) -> SpoolEntry:
