@@ -127,7 +127,7 @@ class Association:
         self.request: messages.Command | None = None
         self.request_context = 0
         self.incoming: _Incoming | None = None
-        self.refusal: int | None = None  # a status decided before the dataset arrived (out of space)
+        self.refusal: int | None = None  # a status decided before the dataset arrived: nothing is written
         self.aborted = False
         self.reader = _Reader(connection)  # reads nothing until asked (after the TLS handshake)
 
