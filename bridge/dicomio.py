@@ -69,11 +69,6 @@ def read_instance(path: Path) -> FileDataset:
     return ds
 
 
-def has_preamble(path: Path) -> bool:
-    with path.open("rb") as stream:
-        return stream.read(132)[128:132] == b"DICM"
-
-
 def looks_like_dicom(path: Path) -> bool:
     """Part 10 files, and bare datasets that start with a group 0002 or 0008 element (old exports)."""
     with path.open("rb") as stream:
