@@ -52,5 +52,9 @@ class StoreReceiver:
         except OSError:
             logger.exception("could not read a received instance")
             return status.PROCESSING_FAILURE
-        self.spool.admit(path, project=project, source=source)  # the workers find it there
+        try:
+            self.spool.admit(path, project=project, source=source)  # the workers find it there
+        except OSError:  # not durable, so not acknowledged: the peer sends it again (a resend is idempotent)
+            logger.exception("could not make a received instance durable in the spool")
+            return status.OUT_OF_RESOURCES
         return status.SUCCESS
