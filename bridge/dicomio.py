@@ -116,7 +116,7 @@ def write_instance(out: BinaryIO, ds: FileDataset, source: Path) -> None:
         dcmwrite(out, ds, enforce_file_format=True)
         return
     implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
-    pending = bytearray(b"\x00" * 128 + b"DICM")
+    pending = bytearray(_PREAMBLE)
     meta = _file_meta_bytes(ds.file_meta)
     if meta is None:  # incomplete or unusual: pydicom adds what the standard requires
         encoder = DicomBytesIO()
@@ -216,7 +216,42 @@ def _file_meta_bytes(meta: Dataset) -> bytes | None:
         if encoded is None:
             return None
         body += encoded
-    return struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(body)) + bytes(body)
+    return _with_group_length(bytes(body))
+
+
+def _with_group_length(body: bytes) -> bytes:
+    """The file meta group: its group length element, then `body` (Explicit VR Little Endian)."""
+    return struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_META_VERSION = struct.pack("<HH2s2xL", 0x0002, 0x0001, b"OB", 2) + b"\x00\x01"
+
+
+def received_file_header(
+    *,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    source_ae_title: str,
+    implementation_class_uid: str,
+    implementation_version: str,
+) -> bytes:
+    """Preamble, DICM prefix and file meta group for a dataset received over the network (a C-STORE's):
+    followed by the dataset as it arrived, they make a Part 10 file (PS3.10 7.1)."""
+    elements = (
+        (0x00020002, "UI", sop_class_uid),
+        (0x00020003, "UI", sop_instance_uid),
+        (0x00020010, "UI", transfer_syntax_uid),
+        (0x00020012, "UI", implementation_class_uid),
+        (0x00020013, "SH", implementation_version),
+        (0x00020016, "AE", source_ae_title),
+    )
+    body = bytearray(_META_VERSION)
+    for tag, vr, text in elements:
+        data = _padded(text.encode("ascii", "replace")[:64], vr)
+        body += _EXPLICIT_SHORT[True].pack(0x0002, tag & 0xFFFF, vr.encode("ascii"), len(data)) + data
+    return _PREAMBLE + _with_group_length(bytes(body))
 
 
 def _text_bytes(element: object, *, implicit: bool, little: bool) -> bytes | None:
@@ -244,9 +279,13 @@ def _text_value(element: DataElement) -> bytes | None:
         return None
     if not text.isascii():
         return None  # the character set decides: pydicom's encoder
-    data = text.encode("ascii")
+    return _padded(text.encode("ascii"), element.VR)
+
+
+def _padded(data: bytes, vr: str) -> bytes:
+    """Text values have an even length: UIDs are padded with a NUL, other text with a space."""
     if len(data) % 2:
-        data += b"\x00" if element.VR == "UI" else b" "
+        return data + (b"\x00" if vr == "UI" else b" ")
     return data
 
 
@@ -295,8 +334,9 @@ def _number_value(value: object, number: struct.Struct) -> bytes | None:
         return None
 
 
-# Item, item delimitation and sequence delimitation tags (FFFE,E000), (FFFE,E00D), (FFFE,E0DD).
-_ITEM = {True: struct.Struct("<HHL"), False: struct.Struct(">HHL")}
+# Item, item delimitation and sequence delimitation tags (FFFE,E000), (FFFE,E00D), (FFFE,E0DD) have the
+# layout of an implicit VR element header.
+_ITEM = _IMPLICIT
 
 
 def _sequence_bytes(element: DataElement, *, implicit: bool, little: bool) -> bytes | None:

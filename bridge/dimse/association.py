@@ -26,9 +26,9 @@ from typing import cast
 from pynetdicom.presentation import PresentationContext
 
 from bridge.deid.deidentify import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from bridge.dicomio import received_file_header
 from bridge.dimse import messages, pdu, status
 from bridge.dimse.acceptance import AcceptancePolicy
-from bridge.dimse.part10 import file_meta
 from bridge.dimse.receiver import StoreReceiver
 from bridge.settings import DimseSettings
 
@@ -281,11 +281,13 @@ class Association:
             return
         self.incoming = _Incoming(
             self.receiver.spool.incoming,
-            file_meta(
+            received_file_header(
                 sop_class_uid=request.sop_class_uid,
                 sop_instance_uid=request.sop_instance_uid,
                 transfer_syntax_uid=self.contexts[context_id][1],
                 source_ae_title=self.calling,
+                implementation_class_uid=str(IMPLEMENTATION_CLASS_UID),
+                implementation_version=IMPLEMENTATION_VERSION,
             ),
         )
 
@@ -308,7 +310,8 @@ class Association:
                 sop_class_uid=request.sop_class_uid,
                 sop_instance_uid=request.sop_instance_uid,
             )
-            incoming.path.unlink(missing_ok=True)  # admitted (renamed) or quarantined (copied): gone either way
+            if answer != status.SUCCESS:  # admitted: renamed into the spool; refused: quarantined as a copy
+                incoming.path.unlink(missing_ok=True)
         self.request, self.incoming, self.refusal = None, None, None
         self._respond(context_id, request, messages.C_STORE_RSP, answer)
 
