@@ -1,9 +1,10 @@
 """The ingest service every intake path calls: parse, admit, de-identify, store, index, audit.
 
 A batch of instances is one unit of work. Each de-identified file is made durable before the rows that
-point at it are committed (each file fsynced as it is written, each folder of the batch once before the
-commit), so a crash leaves at worst a file without a row (rewritten identically on resend), never a row
-without a file. A resend of an indexed instance is recognised by its keyed pseudo UID before any work.
+point at it are committed (each file fsynced in the background while the next is de-identified, each folder
+of the batch once before the commit), so a crash leaves at worst a file without a row (rewritten
+identically on resend), never a row without a file. A resend of an indexed instance is recognised by its
+keyed pseudo UID before any work.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from bridge.quarantine import Quarantine
 from storage import index, vault
 from storage.audit import EventRow, record_event, record_events
 from storage.db import Database, UnitOfWork
-from storage.filestore import FileStore, StoredFile, sha256_of
+from storage.filestore import FileBatch, FileStore, StoredFile, sha256_of
 from storage.models import QuarantineItem, utcnow
 
 logger = logging.getLogger(__name__)
@@ -117,9 +118,10 @@ class IngestService:
         made durable). Each item gets its result, or the exception that stopped it alone."""
         results: list[IngestResult | Exception | None] = [None] * len(items)
         prepared: list[tuple[int, _Prepared]] = []
+        files = self.store.batch()
         for position, item in enumerate(items):
             try:
-                outcome = self._prepare(item)
+                outcome = self._prepare(item, files)
             except IntegrityError:  # another process created the same subject a moment ago: again, alone
                 results[position] = self._ingest_alone(item)
                 continue
@@ -130,7 +132,11 @@ class IngestService:
                 results[position] = outcome
             else:
                 prepared.append((position, outcome))
-        prepared = self._make_durable(prepared, results)
+        not_durable = files.finish()  # before any row points at the files
+        for position, p in prepared:
+            if (problem := not_durable.get(p.stored.relative_path)) is not None:
+                results[position] = problem
+        prepared = [(position, p) for position, p in prepared if p.stored.relative_path not in not_durable]
         if prepared:
             committed: list[IngestResult | Exception]
             try:
@@ -144,10 +150,12 @@ class IngestService:
     def _ingest_alone(self, item: IngestItem) -> IngestResult | Exception:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                outcome = self._prepare(item)
+                files = self.store.batch()
+                outcome = self._prepare(item, files)
                 if isinstance(outcome, IngestResult):
                     return outcome
-                self.store.sync_folder(outcome.stored.relative_path)
+                if problem := files.finish().get(outcome.stored.relative_path):
+                    return problem
                 return self._commit([outcome])[0]
             except IntegrityError as error:
                 if attempt == _ATTEMPTS:
@@ -199,8 +207,9 @@ class IngestService:
             self._project_ids[name] = project.id
         return self._project_ids[name]
 
-    def _prepare(self, item: IngestItem) -> IngestResult | _Prepared:
-        """Everything but the rows: checks, de-identification, the durable file. Nothing is locked meanwhile."""
+    def _prepare(self, item: IngestItem, files: FileBatch) -> IngestResult | _Prepared:
+        """Everything but the rows: checks, de-identification, the file (durable once `files` is finished).
+        Nothing is locked meanwhile."""
         context = self.projects[item.project]
         try:
             ds = read_instance(item.path)
@@ -231,32 +240,11 @@ class IngestService:
                     return IngestResult(Outcome.DUPLICATE, sop_instance_uid=pseudo_sop)
         subject_code = self._subject_code(context, patient_key, identity)
         result = deidentify(ds, self._deid_context(context, subject_code, patient_key))
-        stored = self.store.write(
+        stored = files.write(
             relative,
             lambda writer: write_instance(writer, result.dataset, item.path),  # type: ignore[arg-type]
-            sync_folder=False,  # once per folder and batch, before the commit
         )
         return _Prepared(context, project_id, subject_code, result, stored, item.source, accession)
-
-    def _make_durable(
-        self, prepared: list[tuple[int, _Prepared]], results: list[IngestResult | Exception | None]
-    ) -> list[tuple[int, _Prepared]]:
-        """fsync each folder the batch wrote into, once, before any row points at its files. The items of
-        a folder that cannot be synced fail alone (their result is the error); the others are returned."""
-        failed: dict[str, OSError] = {}
-        synced: set[str] = set()
-        for _, p in prepared:
-            folder = _folder_of(p)
-            if folder not in synced and folder not in failed:
-                try:
-                    self.store.sync_folder(p.stored.relative_path)
-                    synced.add(folder)
-                except OSError as error:
-                    failed[folder] = error
-        for position, p in prepared:
-            if (problem := failed.get(_folder_of(p))) is not None:
-                results[position] = problem
-        return [(position, p) for position, p in prepared if _folder_of(p) not in failed]
 
     def _commit(self, batch: list[_Prepared]) -> list[IngestResult]:
         """The rows of a batch of stored files (made durable by the caller), in one unit of work (vault
@@ -390,10 +378,6 @@ class IngestService:
         )
         assert series.id is not None and timepoint.id is not None
         return series.id, timepoint.id
-
-
-def _folder_of(prepared: _Prepared) -> str:
-    return prepared.stored.relative_path.rpartition("/")[0]
 
 
 def _identity_of(ds: FileDataset) -> vault.Identity:

@@ -1,9 +1,10 @@
 """Durable files: the de-identified store and the quarantine.
 
 A file is written to a temporary name in `<root>/.incoming/` (same filesystem), fsynced, renamed into place
-and its folder fsynced (or, if the caller asks, left for it to sync once for several files), so that a
-crash leaves either the whole file or none. What a crash leaves in `.incoming/` is never referenced and is
-removed by `sweep_incoming` at start-up.
+and its folder fsynced, so that a crash leaves either the whole file or none. A batch of files (`FileBatch`)
+is fsynced and renamed on a background thread while the caller prepares the next file, and each folder is
+synced once for the batch. What a crash leaves in `.incoming/` is never referenced and is removed by
+`sweep_incoming` at start-up.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import io
 import os
 import socket
 import tempfile
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -126,30 +129,42 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_durably(
-    root: Path, relative_path: str, produce: Callable[[HashingWriter], None], *, sync_folder: bool = True
-) -> StoredFile:
-    """Write `relative_path` under `root` with the bytes `produce` writes; replaces an existing file.
+def write_durably(root: Path, relative_path: str, produce: Callable[[HashingWriter], None]) -> StoredFile:
+    """Write `relative_path` under `root` with the bytes `produce` writes; replaces an existing file."""
+    raw, temp_name, stored = _write_temporary(root, relative_path, produce)
+    _settle(raw, temp_name, root / relative_path)
+    fsync_folder((root / relative_path).parent)
+    return stored
 
-    With `sync_folder=False` the new name is durable only once the caller has synced its folder (ingest
-    syncs each folder of a batch once, before committing the rows that point at its files)."""
-    target = root / relative_path
+
+def _write_temporary(
+    root: Path, relative_path: str, produce: Callable[[HashingWriter], None]
+) -> tuple[BinaryIO, str, StoredFile]:
+    """The bytes `produce` writes, in a temporary file still open (not yet fsynced), and what they are."""
     incoming = _incoming_folder(root)
     # folders are created when missing rather than checked before every file: checks cost system calls
     fd, temp_name = _retry_in_new_folder(lambda: tempfile.mkstemp(dir=incoming, suffix=".tmp"), incoming)
+    raw = os.fdopen(fd, "wb")
     try:
-        with os.fdopen(fd, "wb") as raw:
-            writer = HashingWriter(raw)
-            produce(writer)
-            writer.flush()
+        writer = HashingWriter(raw)
+        produce(writer)
+        writer.flush()
+    except BaseException:
+        raw.close()
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return raw, temp_name, StoredFile(relative_path=relative_path, size=writer.size, sha256=writer.sha256)
+
+
+def _settle(raw: BinaryIO, temp_name: str, target: Path) -> None:
+    """fsync the temporary file, close it and rename it into place (removed if any of it fails)."""
+    try:
+        with raw:
             os.fsync(raw.fileno())
         _retry_in_new_folder(lambda: os.replace(temp_name, target), target.parent)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    if sync_folder:
-        fsync_folder(target.parent)
-    return StoredFile(relative_path=relative_path, size=writer.size, sha256=writer.sha256)
 
 
 def _retry_in_new_folder(action: Callable[[], T], folder: Path) -> T:
@@ -180,24 +195,72 @@ def copy_durably(root: Path, relative_path: str, source: Path) -> StoredFile:
     return write_durably(root, relative_path, produce)
 
 
+class FileBatch:
+    """The files behind one batch of rows. Each is written by the caller; its fsync and rename into place
+    run on a background thread (the disk waits while the caller de-identifies the next one). `finish()`
+    waits for them and syncs each folder once: only then may rows point at the files."""
+
+    def __init__(self, root: Path, settler: ThreadPoolExecutor) -> None:
+        self._root = root
+        self._settler = settler
+        self._pending: list[tuple[str, Future[None]]] = []
+
+    def write(self, relative_path: str, produce: Callable[[HashingWriter], None]) -> StoredFile:
+        """Write the file (its bytes and hash are final on return; it is durable after `finish()`)."""
+        raw, temp_name, stored = _write_temporary(self._root, relative_path, produce)
+        self._pending.append((relative_path, self._settler.submit(_settle, raw, temp_name, self._root / relative_path)))
+        return stored
+
+    def finish(self) -> dict[str, OSError]:
+        """Wait until every file is in place and its folder synced; the files that are not, with why."""
+        failed: dict[str, OSError] = {}
+        for relative_path, settled in self._pending:
+            try:
+                settled.result()
+            except OSError as error:
+                failed[relative_path] = error
+        folders: dict[str, OSError | None] = {}
+        for relative_path, _ in self._pending:
+            folder = relative_path.rpartition("/")[0]
+            if relative_path in failed or folder in folders:
+                continue
+            try:
+                fsync_folder(self._root / folder)
+                folders[folder] = None
+            except OSError as error:
+                folders[folder] = error
+        for relative_path, _ in self._pending:
+            problem = folders.get(relative_path.rpartition("/")[0])
+            if problem is not None and relative_path not in failed:
+                failed[relative_path] = problem
+        self._pending.clear()
+        return failed
+
+
 class FileStore:
     """De-identified instances, laid out as project/study/series/instance.dcm with pseudo UIDs only."""
 
+    _SETTLERS = 2  # concurrent fsyncs: the filesystem commits them together
+
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._settler: ThreadPoolExecutor | None = None
+        self._settler_lock = threading.Lock()
 
     @staticmethod
     def relative_path(project: str, study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
         return f"{project}/{study_uid}/{series_uid}/{sop_instance_uid}.dcm"
 
-    def write(
-        self, relative_path: str, produce: Callable[[HashingWriter], None], *, sync_folder: bool = True
-    ) -> StoredFile:
-        return write_durably(self.root, relative_path, produce, sync_folder=sync_folder)
+    def write(self, relative_path: str, produce: Callable[[HashingWriter], None]) -> StoredFile:
+        """One file, durable (folder synced) on return."""
+        return write_durably(self.root, relative_path, produce)
 
-    def sync_folder(self, relative_path: str) -> None:
-        """Make durable the name of a file written with `sync_folder=False` (and of the others beside it)."""
-        fsync_folder((self.root / relative_path).parent)
+    def batch(self) -> FileBatch:
+        """Several files made durable together: see `FileBatch`."""
+        with self._settler_lock:  # created on first use, in the process that uses it (workers are forked)
+            if self._settler is None:
+                self._settler = ThreadPoolExecutor(self._SETTLERS, thread_name_prefix="store-fsync")
+        return FileBatch(self.root, self._settler)
 
     def path(self, relative_path: str) -> Path:
         return self.root / relative_path

@@ -298,8 +298,8 @@ def test_a_batch_reports_each_instance_on_its_own(tmp_path: Path, database_url: 
 def test_a_batch_syncs_each_folder_once_before_its_rows_are_committed(
     runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Files of a batch are fsynced as written; their folders, once each, before the rows that point at
-    them: a crash leaves at worst a file without a row."""
+    """Files of a batch are fsynced (in the background) and their folders once each, before the rows that
+    point at them: a crash leaves at worst a file without a row."""
     import storage.filestore as filestore
     from bridge.ingest import IngestItem
     from storage import index
@@ -318,21 +318,21 @@ def test_a_batch_syncs_each_folder_once_before_its_rows_are_committed(
 def test_a_folder_that_cannot_be_synced_fails_its_instances_alone(
     runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import storage.filestore as filestore
     from bridge.ingest import IngestItem
-    from storage.filestore import FileStore
 
     patient = factory.make_patient(1)
     first = factory.write_files(factory.make_series(patient, count=2), tmp_path / "a")
     second = factory.write_files(factory.make_series(patient, count=2), tmp_path / "b")
-    sync, broken = FileStore.sync_folder, {}
+    sync, broken = filestore.fsync_folder, {}
 
-    def sync_folder(store: FileStore, relative_path: str) -> None:
-        broken.setdefault("folder", relative_path.rpartition("/")[0])  # the batch's first folder
-        if relative_path.startswith(broken["folder"] + "/"):
+    def sync_folder(folder: Path) -> None:  # a disk error: simulated, it cannot be caused safely for real
+        broken.setdefault("folder", folder)  # the batch's first folder
+        if folder == broken["folder"]:
             raise OSError("fsync failed")
-        sync(store, relative_path)
+        sync(folder)
 
-    monkeypatch.setattr(FileStore, "sync_folder", sync_folder)
+    monkeypatch.setattr(filestore, "fsync_folder", sync_folder)
     results = runtime.ingest.ingest_many([IngestItem(p, "lung", "test") for p in first + second])
     assert [type(r) for r in results[:2]] == [OSError, OSError]
     assert [r.outcome for r in results[2:] if not isinstance(r, Exception)] == [Outcome.STORED] * 2
