@@ -29,6 +29,8 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import PersonName
 
+from bridge.plainread import read_plain
+
 DEFER_SIZE = 256 * 1024
 _CHUNK = 1 << 20
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
@@ -41,6 +43,11 @@ class MalformedInstance(ValueError):
 
 def read_instance(path: Path) -> FileDataset:
     """Parse the file, leaving large values in place. Raises MalformedInstance for bad or truncated files."""
+    plain = read_plain(path, DEFER_SIZE)  # the common case, in one pass; anything unusual is pydicom's
+    return plain if plain is not None else _read_with_pydicom(path)
+
+
+def _read_with_pydicom(path: Path) -> FileDataset:
     try:
         # force: read a bare dataset too; with a preamble and "DICM" pydicom reads the same either way
         ds = dcmread(path, defer_size=DEFER_SIZE, force=True)
