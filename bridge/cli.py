@@ -1,4 +1,8 @@
-"""The `pacs-bridge` command line. Reads the configuration, configures logging, calls the services."""
+"""The `pacs-bridge` command line. Reads the configuration, configures logging, calls the services.
+
+Each command imports what it uses: the services' imports (pydicom, SQLAlchemy, the remotes) take most of a
+command's start-up, and a pull overlaps them with the start of its ingest workers.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,18 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bridge.importer import ImportSummary, discover, import_files
 from bridge.logs import configure_logging
-from bridge.runtime import database_for, open_database, open_ingest, prepare
 from bridge.settings import ConfigError, Settings, config_path, load_settings
-from storage import index, migrate
+
+if TYPE_CHECKING:
+    from bridge.importer import ImportSummary
 
 app = typer.Typer(
     help="pacs-bridge: hospital PACS to research, de-identified and indexed.",
@@ -96,6 +100,9 @@ def import_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Import DICOM files from folders: de-identify, store and index them."""
+    from bridge.importer import discover, import_files
+    from bridge.runtime import open_ingest, prepare
+
     settings = _settings(config)
     settings.project(project)
     for path in paths:
@@ -154,7 +161,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON for scripts.")] = False,
 ) -> None:
     """Per project: subjects, timepoints, series, instances, quarantined; each pull schedule and its last run."""
+    from bridge.runtime import open_database
     from bridge.schedules import statuses
+    from storage import index
 
     settings = _settings(config)
     database = open_database(settings)
@@ -225,6 +234,10 @@ def pull(
 ) -> None:
     """Pull studies from a remote PACS (DICOMweb, C-MOVE or C-GET): fetch what the index lacks, de-identify,
     index, and check the result against the remote's instance list."""
+    if workers > 1:
+        from bridge import forkserver
+
+        forkserver.start()  # its imports run on another core while this process imports the rest
     from bridge.pull import PullFilters, patient_ids_from_csv
     from bridge.pull_job import run_pull
     from bridge.remotes.base import RemoteError
@@ -284,6 +297,9 @@ def remotes_check(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Create or migrate the research and vault schemas to the current version."""
+    from bridge.runtime import database_for
+    from storage import migrate
+
     settings = _settings(config)
     database = database_for(settings)
     try:

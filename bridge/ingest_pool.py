@@ -2,19 +2,17 @@
 
 Each worker builds its own ingest service (and database connection) once; files are handed over in
 batches (one transaction for a batch's rows). They stay where they are: removing them is the caller's.
-Workers come from a fork server that has imported the ingest modules once (forking the caller itself is not
-safe: it may be `serve`, with threads running; spawning would import everything in every worker, ~0.7 s of
-CPU each, at the start of every pull). With one worker, files are ingested in the calling thread, without
-processes.
+Workers come from the fork server (`bridge.forkserver`), which has imported the ingest modules once. With
+one worker, files are ingested in the calling thread, without processes.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from bridge import forkserver
 from bridge.ingest import IngestItem, IngestResult, IngestService
 from bridge.signals import interrupt_ignored
 
@@ -26,11 +24,9 @@ class IngestPool:
         self._pool: ProcessPoolExecutor | None = None
         self.capacity = max(1, workers)  # batches worth having in progress at once
         if workers > 1:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["bridge.ingest_pool", "bridge.runtime"])
             self._pool = ProcessPoolExecutor(
                 workers,
-                mp_context=context,
+                mp_context=forkserver.context(),
                 initializer=_start_worker,
                 initargs=(open_service,),
             )

@@ -56,3 +56,31 @@ def test_vault_in_its_own_database(tmp_path) -> None:  # type: ignore[no-untyped
         assert "instance" in research and "instance" not in vault
     finally:
         database.dispose()
+
+
+def test_the_newest_revision_is_read_from_the_files_as_alembic_reads_it() -> None:
+    for target in ("research", "vault"):
+        assert migrate.head_of_files(target) == migrate.head_revision(target) is not None
+
+
+def test_an_older_schema_is_migrated(database_url: str) -> None:
+    """A database at an earlier revision is brought to the newest (the quick check must not skip it)."""
+    from alembic import command
+
+    database = Database(database_url)
+    try:
+        for target, engine, revision in (
+            ("research", database.research_engine, "0001_research"),
+            ("vault", database.vault_engine, "head"),
+        ):
+            config = migrate._config(target)  # type: ignore[arg-type]
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+        assert not migrate.is_current(database)
+        assert "schedulestate" not in inspect(database.research_engine).get_table_names()
+        migrate.upgrade(database)
+        assert migrate.is_current(database)
+        assert "schedulestate" in inspect(database.research_engine).get_table_names()
+    finally:
+        database.dispose()
