@@ -41,16 +41,16 @@ def _owner() -> str:
 class Spool:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._incoming: Path | None = None
+        self._incoming: tuple[int, Path] | None = None  # (pid, folder): created once per process
 
     @property
     def incoming(self) -> Path:
         """Where receivers write partial files: this process's folder under `.incoming/` (created once)."""
-        folder = self.root / INCOMING / _owner()
-        if folder != self._incoming:  # first use, or another process (the owner is in the name)
+        if self._incoming is None or self._incoming[0] != os.getpid():  # first use, or a forked process
+            folder = self.root / INCOMING / _owner()
             folder.mkdir(parents=True, exist_ok=True)
-            self._incoming = folder
-        return folder
+            self._incoming = (os.getpid(), folder)
+        return self._incoming[1]
 
     def admit(self, partial: Path, *, project: str, source: str) -> SpoolEntry:
         """Make a fully received file durable and visible as a spool entry (fsync, rename, fsync folder)."""
@@ -60,9 +60,14 @@ class Spool:
         finally:
             os.close(fd)
         folder = self.root / project / _LABEL.sub("_", source)
-        folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{time.time_ns():020d}-{secrets.token_hex(6)}.dcm"
-        os.replace(partial, target)
+        try:
+            os.replace(partial, target)
+        except FileNotFoundError:  # the entry's folder is created with its first entry, not checked for each
+            if not partial.exists():
+                raise
+            folder.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, target)
         fsync_folder(folder)
         return SpoolEntry(path=target, project=project, source=target.parent.name)
 

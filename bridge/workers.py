@@ -14,12 +14,13 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from bridge.ingest import IngestItem, IngestService
 from bridge.logs import configure_logging
-from bridge.spool import Spool
+from bridge.spool import Spool, SpoolEntry
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ def run_worker(
     os.nice(WORKER_NICENESS)
     service = open_service()
     spool = Spool(spool_root)
+    # Clearing what is committed waits on the filesystem's journal, and need not hold up the next batch (an
+    # entry a crash leaves is ingested again: a duplicate, recognised as such).
+    clearing = ThreadPoolExecutor(1, thread_name_prefix="spool-done")
     failures = 0
     try:
         while not stop.is_set():
@@ -65,6 +69,7 @@ def run_worker(
                 results = service.ingest_many([IngestItem(e.path, e.project, e.source) for e in batch])
             except Exception as exc:  # the database is down, say: everything stays in the spool
                 results = [exc] * len(batch)
+            done = []
             for entry, result in zip(batch, results, strict=True):
                 if isinstance(result, Exception):
                     failures += 1
@@ -73,8 +78,18 @@ def run_worker(
                     spool.unclaim(entry)
                 else:
                     failures = 0
-                    spool.done(entry)
+                    done.append(entry)
+            clearing.submit(_clear, spool, done)
             if failures:
                 time.sleep(min(MAX_BACKOFF_SECONDS, 0.5 * 2**failures))
     finally:
+        clearing.shutdown(wait=True)
         service.database.dispose()
+
+
+def _clear(spool: Spool, entries: list[SpoolEntry]) -> None:
+    for entry in entries:
+        try:
+            spool.done(entry)
+        except OSError:  # still claimed: given back once this process is gone, then found a duplicate
+            logger.exception("could not remove an ingested spool entry")

@@ -299,10 +299,6 @@ class FileStore:
     def relative_path(project: str, study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
         return f"{project}/{study_uid}/{series_uid}/{sop_instance_uid}.dcm"
 
-    def write(self, relative_path: str, produce: Callable[[HashingWriter], None]) -> StoredFile:
-        """One file, durable (folder synced) on return."""
-        return write_durably(self.root, relative_path, produce)
-
     def batch(self) -> FileBatch:
         """Several files made durable together: see `FileBatch`."""
         with self._settler_lock:  # created on first use, in the process that uses it (workers are forked)

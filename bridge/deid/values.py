@@ -28,6 +28,7 @@ def is_well_known_uid(uid: str) -> bool:
     return uid in UID_dictionary
 
 
+@lru_cache(maxsize=4096)  # the study, series and frame of reference UIDs come again with every instance
 def pseudo_uid(key: bytes, uid: str) -> str:
     """`2.25.<decimal of 128 keyed bits>`: at most 44 characters, no leading zeros, same input same output."""
     number = int.from_bytes(keyed_digest(key, "uid", uid.strip())[:16], "big")

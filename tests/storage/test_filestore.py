@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from storage.filestore import INCOMING, FileStore, sweep_incoming
+from storage.filestore import INCOMING, FileStore, sweep_incoming, write_durably
 
 
 def test_write_is_durable_hashed_and_idempotent(tmp_path: Path) -> None:
-    store = FileStore(tmp_path)
-    relative = store.relative_path("lung", "2.25.1", "2.25.2", "2.25.3")
-    first = store.write(relative, lambda out: out.write(b"DICM" * 100))
-    second = store.write(relative, lambda out: out.write(b"DICM" * 100))
+    relative = FileStore.relative_path("lung", "2.25.1", "2.25.2", "2.25.3")
+    first = write_durably(tmp_path, relative, lambda out: out.write(b"DICM" * 100))
+    second = write_durably(tmp_path, relative, lambda out: out.write(b"DICM" * 100))
     assert first == second
     assert first.sha256 == hashlib.sha256(b"DICM" * 100).hexdigest() and first.size == 400
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -25,14 +24,12 @@ def test_write_is_durable_hashed_and_idempotent(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
-    store = FileStore(tmp_path)
-
     def explode(out) -> None:  # type: ignore[no-untyped-def]
         out.write(b"half")
         raise OSError("disk went away")
 
     with pytest.raises(OSError):
-        store.write("p/a/b/c.dcm", explode)
+        write_durably(tmp_path, "p/a/b/c.dcm", explode)
     assert not (tmp_path / "p/a/b/c.dcm").exists()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
@@ -42,12 +39,12 @@ def test_leftovers_of_a_killed_process_are_swept(tmp_path: Path) -> None:
     script = (
         "import os, sys, time\n"
         "from pathlib import Path\n"
-        "from storage.filestore import FileStore\n"
+        "from storage.filestore import write_durably\n"
         "def produce(out):\n"
         "    out.write(b'x' * 1000)\n"
         "    print('writing', flush=True)\n"
         "    time.sleep(60)\n"
-        f"FileStore(Path({str(tmp_path)!r})).write('p/s/e/i.dcm', produce)\n"
+        f"write_durably(Path({str(tmp_path)!r}), 'p/s/e/i.dcm', produce)\n"
     )
     with subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2]
