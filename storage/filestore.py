@@ -217,8 +217,9 @@ class _SpareFiles:
     def __init__(self, root: Path) -> None:
         self._root = root
         self._ready: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
-        # at exit, in the main process (atexit) and in multiprocessing's workers (which skip atexit)
-        multiprocessing.util.Finalize(self, self.discard, exitpriority=0)
+        # removed when this object goes, or at exit: in the main process (atexit) and in multiprocessing's
+        # workers (which skip atexit); the callback holds the queue, not this object
+        multiprocessing.util.Finalize(self, _discard, args=(self._ready,), exitpriority=0)
 
     def take(self) -> tuple[int, str]:
         try:
@@ -230,14 +231,15 @@ class _SpareFiles:
         if self._ready.qsize() < self._AHEAD:
             self._ready.put(_new_temporary(self._root))
 
-    def discard(self) -> None:
-        while True:
-            try:
-                fd, name = self._ready.get_nowait()
-            except queue.Empty:
-                return
-            os.close(fd)
-            Path(name).unlink(missing_ok=True)
+
+def _discard(ready: queue.SimpleQueue[tuple[int, str]]) -> None:
+    while True:
+        try:
+            fd, name = ready.get_nowait()
+        except queue.Empty:
+            return
+        os.close(fd)
+        Path(name).unlink(missing_ok=True)
 
 
 class FileBatch:
