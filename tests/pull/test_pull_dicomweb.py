@@ -61,6 +61,8 @@ def test_pull_by_patient_indexes_what_orthanc_holds(
     stored = list((tmp_path / "store" / "lung").rglob("*.dcm"))
     assert len(stored) == 16 and all(first.encode() not in p.read_bytes() for p in stored)
     assert not list((tmp_path / "spool").rglob("*.dcm"))  # no part left behind
+    # nor a temporary file of the ingest workers (made ahead of need, removed when they exit)
+    assert not [p for p in (tmp_path / "store" / ".incoming").rglob("*") if p.is_file()]
 
     again = json.loads(
         bridge("pull", "hospital", "--project", "lung", "--patient-id", first, "--json", config=config).stdout
