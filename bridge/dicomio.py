@@ -27,14 +27,14 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, PersonName
 
 from bridge.plainread import read_plain
 
 DEFER_SIZE = 256 * 1024
 _CHUNK = 1 << 20
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+_LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)  # explicit VR with a 32-bit length
 
 
 class MalformedInstance(ValueError):
@@ -217,9 +217,7 @@ def _file_meta_bytes(meta: Dataset) -> bytes | None:
     for tag, element in sorted(meta.items(), key=_tag_order):
         if tag == 0x00020000:
             continue
-        encoded = _raw_bytes(element, implicit=False, little=True)
-        if encoded is None:
-            encoded = _text_bytes(element, implicit=False, little=True)
+        encoded = _encoded(element, implicit=False, little=True)
         if encoded is None:
             return None
         body += encoded
@@ -232,7 +230,7 @@ def _with_group_length(body: bytes) -> bytes:
 
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
-_META_VERSION = struct.pack("<HH2s2xL", 0x0002, 0x0001, b"OB", 2) + b"\x00\x01"
+_META_VERSION = b"\x00\x01"  # (0002,0001) File Meta Information Version
 
 
 def received_file_header(
@@ -246,7 +244,7 @@ def received_file_header(
 ) -> bytes:
     """Preamble, DICM prefix and file meta group for a dataset received over the network (a C-STORE's):
     followed by the dataset as it arrived, they make a Part 10 file (PS3.10 7.1)."""
-    elements = (
+    texts = (
         (0x00020002, "UI", sop_class_uid),
         (0x00020003, "UI", sop_instance_uid),
         (0x00020010, "UI", transfer_syntax_uid),
@@ -254,10 +252,13 @@ def received_file_header(
         (0x00020013, "SH", implementation_version),
         (0x00020016, "AE", source_ae_title),
     )
-    body = bytearray(_META_VERSION)
-    for tag, vr, text in elements:
-        data = _padded(text.encode("ascii", "replace")[:64], vr)
-        body += _EXPLICIT_SHORT[True].pack(0x0002, tag & 0xFFFF, vr.encode("ascii"), len(data)) + data
+    elements = [(0x00020001, "OB", _META_VERSION)]
+    elements += [(tag, vr, _padded(text.encode("ascii", "replace")[:64], vr)) for tag, vr, text in texts]
+    body = bytearray()
+    for tag, vr, data in elements:
+        header = _header(tag, vr, len(data), implicit=False, little=True)
+        assert header is not None  # short values: every VR holds them
+        body += header + data
     return _PREAMBLE + _with_group_length(bytes(body))
 
 

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filereader import read_sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 from pydicom.values import convert_string
 
 _BLOCK = 64 * 1024
@@ -28,11 +29,9 @@ _DEFLATED = DeflatedExplicitVRLittleEndian
 _UNDEFINED = 0xFFFFFFFF
 _CHARSET = 0x00080005
 _ITEM_TAGS = frozenset({0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD})
-_LONG = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-_SHORT = frozenset(
-    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL"}
-    | {b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
-)
+# the VRs as they appear in an explicit VR element header, with a 32-bit length or a 16-bit one
+_LONG = frozenset(str(vr).encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
+_SHORT = frozenset(str(vr).encode("ascii") for vr in VR if len(vr) == 2) - _LONG
 _TAG_VR = struct.Struct("<HH2s")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<L")

@@ -268,19 +268,15 @@ class FileBatch:
                 settled.result()
             except OSError as error:
                 failed[relative_path] = error
-        folders: dict[str, OSError | None] = {}
-        for relative_path, _ in self._pending:
-            folder = relative_path.rpartition("/")[0]
-            if relative_path in failed or folder in folders:
-                continue
+        in_place = [relative_path for relative_path, _ in self._pending if relative_path not in failed]
+        unsynced: dict[str, OSError] = {}
+        for folder in dict.fromkeys(relative_path.rpartition("/")[0] for relative_path in in_place):
             try:
                 fsync_folder(self._root / folder)
-                folders[folder] = None
             except OSError as error:
-                folders[folder] = error
-        for relative_path, _ in self._pending:
-            problem = folders.get(relative_path.rpartition("/")[0])
-            if problem is not None and relative_path not in failed:
+                unsynced[folder] = error
+        for relative_path in in_place:
+            if (problem := unsynced.get(relative_path.rpartition("/")[0])) is not None:
                 failed[relative_path] = problem
         self._pending.clear()
         return failed
