@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 import sys
+import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from bridge.logs import configure_logging
 from bridge.settings import ConfigError, Settings, config_path, load_settings
+from bridge.signals import interrupt_requests_stop
 
 if TYPE_CHECKING:
     from bridge.importer import ImportSummary
@@ -251,10 +253,19 @@ def pull(
             raise ConfigError(f"{name} {value!r}: use YYYYMMDD")
     ids = list(patient_id) + (patient_ids_from_csv(patient_ids_file) if patient_ids_file else [])
     filters = PullFilters(tuple(ids), tuple(accession), tuple(study_uid), modality, since, until, description)
+    stop = threading.Event()
+    announce = functools.partial(console.print, "stopping after the current study (Ctrl-C again: now)")
     try:
-        with _progress("{task.description}", quiet=as_json) as bar:
+        with _progress("{task.description}", quiet=as_json) as bar, interrupt_requests_stop(stop, announce):
             report = run_pull(
-                settings, chosen, project, filters, progress=BarProgress(bar), actor=getpass.getuser(), workers=workers
+                settings,
+                chosen,
+                project,
+                filters,
+                progress=BarProgress(bar),
+                actor=getpass.getuser(),
+                workers=workers,
+                cancel=stop,
             )
     except RemoteError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -269,6 +280,10 @@ def pull(
         )
         for line in report.failed:
             out.print(f"  failed: {line}")
+        if report.interrupted:
+            out.print("  interrupted: run the same pull again to fetch the remaining studies")
+    if report.interrupted:
+        raise typer.Exit(130)  # as a shell reports a command stopped by SIGINT
     if report.failed:
         raise typer.Exit(1)
 

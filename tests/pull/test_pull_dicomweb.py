@@ -246,7 +246,8 @@ def test_ctrl_c_stops_a_pull_cleanly_and_the_next_run_completes(orthanc: Orthanc
         assert puller.poll() is None, "the pull finished before it could be interrupted"
         os.killpg(puller.pid, signal.SIGINT)  # what Ctrl-C sends: to the whole foreground group
         out, err = puller.communicate(timeout=120)
-    assert puller.returncode != 0
+    assert puller.returncode == 130, (out, err)  # stopped, not failed and not complete
+    assert "interrupted: run the same pull again" in out
     assert "Traceback" not in err, err
     held = status(config)["instances"]
     assert 20 <= held < len(datasets)
