@@ -7,13 +7,14 @@ de-identification leaves untouched are written back as the bytes they arrived as
 
 from __future__ import annotations
 
+import functools
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.charset import default_encoding
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filebase import DicomBytesIO
@@ -95,6 +96,82 @@ def tag_of(keyword: str) -> BaseTag:
 def value_of(ds: Dataset, tag: BaseTag) -> Any:
     """`ds.get(keyword)` by tag: the element's value (converted from raw, as pydicom does), or None."""
     return ds[tag].value if tag in ds else None
+
+
+# Text VRs whose values pydicom decodes from ASCII bytes the same under every character set (no escape
+# sequences) and, for one value, returns as the string without trailing spaces and NULs.
+_PLAIN_TEXT_VRS = frozenset({"AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UT"})
+
+
+def plain_text(element: object, vr: str | None) -> str | None:
+    """The value pydicom's conversion gives a raw text element holding one plain ASCII value, computed from
+    its bytes without converting it (pydicom's conversion costs ~20 us an element); None for anything else
+    (several values, other characters, a converted or deferred element): then ask pydicom."""
+    if not isinstance(element, RawDataElement) or vr not in _PLAIN_TEXT_VRS:
+        return None
+    value = element.value
+    if value is None:  # deferred, or empty
+        return None if element.length else ""
+    if not value.isascii() or b"\\" in value or b"\x1b" in value:
+        return None
+    text = value.decode("ascii").rstrip(" \x00")
+    return text.strip() if vr == "UI" else text  # pydicom's UID strips both ends
+
+
+def text_of(ds: Dataset, tag: BaseTag) -> str:
+    """`str(ds[tag].value or "")`, "" when absent, without converting a plain raw text value."""
+    element = ds.get_item(tag, keep_deferred=True)
+    if element is None:
+        return ""
+    text = plain_text(element, element.VR or _dictionary_vr(tag))
+    if text is not None:
+        return text
+    value = ds[tag].value
+    return str(value) if value else ""
+
+
+@functools.cache
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
+
+
+def number_of(ds: Dataset, tag: BaseTag) -> Any:
+    """`ds[tag].value` (None when absent), without converting a raw US value holding one number."""
+    element = ds.get_item(tag, keep_deferred=True)
+    if element is None:
+        return None
+    if isinstance(element, RawDataElement) and element.value and len(element.value) == 2:
+        if (element.VR or _dictionary_vr(tag)) == "US":
+            return (_US_LITTLE if element.is_little_endian else _US_BIG).unpack(element.value)[0]
+    return ds[tag].value
+
+
+_US_LITTLE, _US_BIG = struct.Struct("<H"), struct.Struct(">H")
+
+
+def text_element(tag: BaseTag, vr: str, text: str, *, implicit: bool, little: bool) -> RawDataElement | None:
+    """A raw element holding `text` as pydicom would encode the value for `vr`: plain ASCII text, or a person
+    name without components or groups; None for anything else (give pydicom the value)."""
+    if not text.isascii() or vr not in _TEXT_VRS and (vr != "PN" or "=" in text or "^" in text):
+        return None
+    data = _padded(text.encode("ascii"), vr)
+    return RawDataElement(tag, vr, len(data), data, 0, implicit, little)
+
+
+def encoded_value(vr: str, value: object, *, implicit: bool = True, little: bool) -> bytes | None:
+    """`value` as pydicom's writer encodes it for `vr` (a sequence's items hold elements of the encoding
+    given), or None if it cannot."""
+    encoder = DicomBytesIO()
+    encoder.is_implicit_VR, encoder.is_little_endian = implicit, little
+    try:
+        write_data_element(encoder, DataElement(BaseTag(0x00080000), vr, value))
+    except Exception:  # pydicom raises several types for a value it cannot encode
+        return None
+    header = 8 if implicit or vr not in _LONG_VRS else 12  # tag, (VR,) length
+    return encoder.getvalue()[header:]
 
 
 def value_length(ds: FileDataset, tag: int) -> int:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +26,7 @@ from bridge.admission import Refused, burned_in_reason, check_instance
 from bridge.caches import BoundedCache, BoundedSet
 from bridge.deid import values
 from bridge.deid.deidentify import DeidContext, DeidResult, deidentify
-from bridge.dicomio import MalformedInstance, read_instance, tag_of, value_of, write_instance
+from bridge.dicomio import MalformedInstance, read_instance, tag_of, text_of, value_of, write_instance
 from bridge.projects import ProjectContext
 from bridge.quarantine import Quarantine
 from storage import index, vault
@@ -44,6 +44,7 @@ _SOP_INSTANCE_UID, _STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID, _SOP_CLASS_UID, _I
 _ACCESSION_NUMBER, _ISSUER_OF_PATIENT_ID, _PATIENT_ID, _PATIENT_NAME, _PATIENT_BIRTH_DATE = (
     tag_of(k) for k in ("AccessionNumber", "IssuerOfPatientID", "PatientID", "PatientName", "PatientBirthDate")
 )
+_TRANSFER_SYNTAX = BaseTag(0x00020010)
 
 
 class Outcome(enum.Enum):
@@ -222,15 +223,16 @@ class IngestService:
             )
 
         def pseudo(tag: BaseTag) -> str:
-            original = str(ds[tag].value).strip("\x00 ")
+            original = text_of(ds, tag).strip("\x00 ")
             return original if context.retain_uids else values.pseudo_uid(context.key, original)
 
         pseudo_sop = pseudo(_SOP_INSTANCE_UID)
         relative = self.store.relative_path(
             context.name, pseudo(_STUDY_INSTANCE_UID), pseudo(_SERIES_INSTANCE_UID), pseudo_sop
         )
-        identity, accession = _identity_of(ds), str(value_of(ds, _ACCESSION_NUMBER) or "")
-        patient_key = values.patient_key(context.key, identity.issuer, identity.patient_id)
+        issuer, patient_id = text_of(ds, _ISSUER_OF_PATIENT_ID).strip(), text_of(ds, _PATIENT_ID).strip()
+        patient_key = values.patient_key(context.key, issuer, patient_id)
+        accession = text_of(ds, _ACCESSION_NUMBER)
         project_id = self.project_id(context.name)
         # Only a file already in the store can mean a resend; the index decides (a crash can leave a file
         # without its row). New instances, the common case, skip this transaction.
@@ -238,7 +240,16 @@ class IngestService:
             with self.database.unit_of_work() as work:
                 if index.find_instance(work.research, project_id=project_id, sop_instance_uid=pseudo_sop):
                     return IngestResult(Outcome.DUPLICATE, sop_instance_uid=pseudo_sop)
-        subject_code = self._subject_code(context, patient_key, identity)
+        subject_code = self._subject_code(
+            context,
+            patient_key,
+            lambda: vault.Identity(
+                issuer=issuer,
+                patient_id=patient_id,
+                name=str(value_of(ds, _PATIENT_NAME) or ""),
+                birth_date=text_of(ds, _PATIENT_BIRTH_DATE),
+            ),
+        )
         result = deidentify(ds, self._deid_context(context, subject_code, patient_key))
         stored = files.write(
             relative,
@@ -257,7 +268,7 @@ class IngestService:
                 if (project, pseudo) not in self._recorded_uids:
                     new_pairs[(project, pseudo)] = original
             # the study's pseudo UID is recorded with the first instance's UID pairs: its accession goes with it
-            study_key = (project, str(value_of(p.result.dataset, _STUDY_INSTANCE_UID)))
+            study_key = (project, text_of(p.result.dataset, _STUDY_INSTANCE_UID))
             if p.accession and study_key not in self._recorded_uids:
                 studies.setdefault(study_key, p.accession)
         located: dict[tuple[str, str], tuple[int, int]] = {}
@@ -271,7 +282,7 @@ class IngestService:
                 )
             rows = []
             for p in batch:
-                series_key = (p.context.name, str(value_of(p.result.dataset, _SERIES_INSTANCE_UID)))
+                series_key = (p.context.name, text_of(p.result.dataset, _SERIES_INSTANCE_UID))
                 where = located.get(series_key) or self._known_series.get(series_key)
                 if where is None:
                     where = self._ensure_series(work, p.project_id, p.subject_code, p.result)
@@ -308,8 +319,9 @@ class IngestService:
         ]
         return results
 
-    def _subject_code(self, context: ProjectContext, patient_key: str, identity: vault.Identity) -> str:
-        """The subject of this patient in the project, allocated (and committed, vault first) if new."""
+    def _subject_code(self, context: ProjectContext, patient_key: str, identity: Callable[[], vault.Identity]) -> str:
+        """The subject of this patient in the project, allocated (and committed, vault first) if new (only
+        then is the identity read: names are costly to decode)."""
         cached = self._subjects.get((context.name, patient_key))
         if cached:
             return cached
@@ -321,7 +333,7 @@ class IngestService:
                     project=context.name,
                     patient_key=patient_key,
                     prefix=context.settings.subject_prefix,
-                    identity=identity,
+                    identity=identity(),
                     cipher=self.cipher,
                 )
             code = subject.subject_code
@@ -345,9 +357,9 @@ class IngestService:
         return {
             "project_id": p.project_id,
             "series_id": series_id,
-            "sop_instance_uid": str(value_of(out, _SOP_INSTANCE_UID)),
-            "sop_class_uid": str(value_of(out, _SOP_CLASS_UID)),
-            "transfer_syntax_uid": str(out.file_meta.TransferSyntaxUID),
+            "sop_instance_uid": text_of(out, _SOP_INSTANCE_UID),
+            "sop_class_uid": text_of(out, _SOP_CLASS_UID),
+            "transfer_syntax_uid": text_of(out.file_meta, _TRANSFER_SYNTAX),
             "instance_number": _int(value_of(out, _INSTANCE_NUMBER)),
             "path": p.stored.relative_path,
             "size": p.stored.size,
@@ -378,15 +390,6 @@ class IngestService:
         )
         assert series.id is not None and timepoint.id is not None
         return series.id, timepoint.id
-
-
-def _identity_of(ds: FileDataset) -> vault.Identity:
-    return vault.Identity(
-        issuer=str(value_of(ds, _ISSUER_OF_PATIENT_ID) or "").strip(),
-        patient_id=str(value_of(ds, _PATIENT_ID)).strip(),
-        name=str(value_of(ds, _PATIENT_NAME) or ""),
-        birth_date=str(value_of(ds, _PATIENT_BIRTH_DATE) or ""),
-    )
 
 
 def series_fields(ds: Dataset) -> index.SeriesFields:

@@ -8,16 +8,18 @@ import struct
 import warnings
 from pathlib import Path
 
+import pydicom.config
 import pytest
 from pydicom import dcmread
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from bridge.dicomio import _encoded, read_instance, write_instance
+from bridge.dicomio import _encoded, number_of, plain_text, read_instance, text_element, text_of, write_instance
 from tests import factory
 
 
@@ -154,3 +156,75 @@ def test_plain_ascii_values_encode_alike_under_every_character_set() -> None:
             with warnings.catch_warnings():  # single ISO 2022 sets, code extensions that are none: same bytes
                 warnings.simplefilter("ignore")
                 assert encoded == pydicom_bytes(element, ExplicitVRLittleEndian, charset), (charset, vr)
+
+
+@pytest.fixture
+def lenient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the service runs pydicom: values are not validated (odd values for a VR are the point here)."""
+    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.IGNORE)
+    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
+
+
+PLAIN_VALUES = [
+    b"",
+    b"CT",
+    b"CT ",
+    b"1.2.840.10008.5.1.4.1.1.2\x00",
+    b"1.2.3 ",
+    b"  LEADING",
+    b"TRAILING \x00",
+    b"\x00\x00",
+    b"  ",
+    b"A\\B",  # several values
+    b"M\xfcller ",  # not ASCII
+    b"\x1b$B\x00",  # an escape sequence
+    b"line one\r\nline two ",
+]
+
+
+@pytest.mark.parametrize("vr", "AS CS DA DT LO LT SH ST TM UC UI UT PN AE DS".split())
+@pytest.mark.parametrize("value", PLAIN_VALUES)
+@pytest.mark.parametrize("charset", [None, "ISO_IR 100", ["", "ISO 2022 IR 87"], "ISO_IR 192"])
+@pytest.mark.usefixtures("lenient")
+def test_plain_text_is_what_pydicom_converts_or_nothing(vr: str, value: bytes, charset: object) -> None:
+    """The text read from the raw bytes is pydicom's converted value, or None: never a different value."""
+    tag = BaseTag(0x00081030)
+    ds = Dataset()
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    ds[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+    text = plain_text(ds.get_item(tag, keep_deferred=True), vr)
+    if text is not None:
+        assert text_of(ds, tag) == text  # from the raw bytes: the element stays raw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's complaints about undecodable bytes
+        converted = ds[tag].value
+    if text is not None:
+        assert text == (str(converted) if converted else "")
+    else:
+        assert vr not in ("CS", "LO", "UI") or not value.isascii() or b"\\" in value or b"\x1b" in value
+    assert text_of(ds, tag) == (str(converted) if converted else "")
+
+
+@pytest.mark.parametrize("little", [True, False])
+def test_number_of_reads_one_unsigned_short_as_pydicom_does(little: bool) -> None:
+    ds = Dataset()
+    rows, bits = BaseTag(0x00280010), BaseTag(0x00280100)
+    ds[rows] = RawDataElement(rows, "US", 2, struct.pack("<H" if little else ">H", 512), 0, False, little)
+    ds[bits] = RawDataElement(bits, None, 2, struct.pack("<H" if little else ">H", 16), 0, True, little)
+    assert number_of(ds, rows) == 512 == ds[rows].value
+    assert number_of(ds, bits) == 16 == ds[bits].value
+    assert number_of(ds, BaseTag(0x00280011)) is None
+
+
+@pytest.mark.parametrize("vr", ["UI", "LO", "SH", "CS", "DA", "PN", "LT"])
+@pytest.mark.parametrize("text", ["", "A", "AB", "1.2.3", "LUNG-0007", "ANONYMIZED"])
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+@pytest.mark.usefixtures("lenient")
+def test_text_elements_are_the_bytes_pydicom_writes(vr: str, text: str, syntax: str) -> None:
+    tag = BaseTag(0x00100020)
+    raw = text_element(tag, vr, text, implicit=syntax == ImplicitVRLittleEndian, little=True)
+    assert raw is not None
+    assert ours(raw, syntax) == pydicom_bytes(DataElement(tag, vr, text or None), syntax)  # type: ignore[arg-type]
+    assert text_element(tag, vr, "Müller", implicit=False, little=True) is None
+    assert vr != "PN" or text_element(tag, vr, "Doe^John", implicit=False, little=True) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import cast
@@ -24,9 +25,10 @@ from pydicom.sr.coding import Code
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
+from bridge.caches import BoundedCache
 from bridge.deid import values
 from bridge.deid.table import TABLE_EDITION, Action, Option, Policy
-from bridge.dicomio import tag_of, value_of
+from bridge.dicomio import encoded_value, plain_text, tag_of, text_element, text_of, value_of
 
 TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT", "PN"})
 _OVERLAY_OR_CURVE = frozenset(range(0x5000, 0x5020, 2)) | frozenset(range(0x6000, 0x6020, 2))
@@ -71,6 +73,10 @@ IMPLEMENTATION_VERSION = "PACS_BRIDGE_01"
 # Tags as BaseTag constants: looked up in a dataset without converting a keyword or an int each time.
 _IDENTIFIER_TAGS = tuple(tag_of(keyword) for keyword in _IDENTIFIER_KEYWORDS)
 _PATIENT_BIRTH_DATE = tag_of("PatientBirthDate")
+_TIME_POINT_ID, _SOP_CLASS_UID, _SOP_INSTANCE_UID = (
+    tag_of(k) for k in ("ClinicalTrialTimePointID", "SOPClassUID", "SOPInstanceUID")
+)
+_TRANSFER_SYNTAX = BaseTag(0x00020010)
 _CODE_ITEM_TAGS = (tag_of("CodeValue"), tag_of("CodingSchemeDesignator"), tag_of("CodeMeaning"))
 
 
@@ -252,17 +258,49 @@ class Deidentifier:
         elif step is Step.EMPTY_SEQUENCE:
             ds[tag] = DataElement(tag, "SQ", Sequence())
         elif step is Step.EMPTY:
-            ds[tag] = DataElement(tag, vr, None)
+            if not self.replace_raw(ds, tag, vr, b""):
+                ds[tag] = DataElement(tag, vr, None)
         elif step is Step.UIDS:
-            self.map_uids(ds, tag)
+            self.map_uids(ds, tag, vr)
         elif step is Step.SHIFT:
             self.shift(ds, tag, vr)
         elif step is Step.DUMMY:
-            ds[tag] = DataElement(tag, vr, values.DUMMIES.get(vr, values.DUMMY_TEXT))
+            if not self.replace_raw(ds, tag, vr, None):
+                ds[tag] = DataElement(tag, vr, values.DUMMIES.get(vr, values.DUMMY_TEXT))
         elif step is Step.CLEAN:
-            self.clean(ds, tag)
+            self.clean(ds, tag, vr)
 
-    def map_uids(self, ds: Dataset, tag: BaseTag) -> None:
+    def replace_raw(self, ds: Dataset, tag: BaseTag, vr: str, data: bytes | None) -> bool:
+        """Put `data` (the dummy for `vr` when None) in place of a raw element, as a raw element of the same
+        encoding: written as it is, never converted. False when the element is not raw (pydicom's way)."""
+        element = ds.get_item(tag, keep_deferred=True)
+        if not isinstance(element, RawDataElement):
+            return False
+        little = element.is_little_endian
+        if data is None and (data := _dummy_value(vr, little)) is None:
+            return False
+        ds[tag] = RawDataElement(tag, vr, len(data), data, 0, element.is_implicit_VR, little)
+        return True
+
+    def replace_text(self, ds: Dataset, tag: BaseTag, vr: str, change: Callable[[str], str | None]) -> bool:
+        """Replace a raw element holding one plain ASCII text value by `change(text)` (empty when None),
+        without pydicom's conversions; False when the element or the result is anything else."""
+        element = ds.get_item(tag, keep_deferred=True)
+        if not isinstance(element, RawDataElement) or element.VR not in (None, vr):
+            return False
+        text = plain_text(element, vr)
+        if text is None:
+            return False
+        changed = change(text) if text else ""
+        new = text_element(tag, vr, changed or "", implicit=element.is_implicit_VR, little=element.is_little_endian)
+        if new is None:
+            return False
+        ds[tag] = new
+        return True
+
+    def map_uids(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
+        if self.replace_text(ds, tag, vr, self.map_uid):
+            return
         element = ds[tag]
         if isinstance(element.value, MultiValue):
             element.value = [self.map_uid(v) for v in element.value]
@@ -270,10 +308,12 @@ class Deidentifier:
             element.value = self.map_uid(element.value)
 
     def shift(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
+        shift = values.shift_date if vr == "DA" else values.shift_datetime
+        if self.replace_text(ds, tag, vr, lambda text: shift(text, self.context.date_offset_days)):
+            return
         element = ds[tag]
         if element.value in (None, ""):
             return
-        shift = values.shift_date if vr == "DA" else values.shift_datetime
         originals = element.value if isinstance(element.value, MultiValue) else [element.value]
         shifted = [shift(str(v), self.context.date_offset_days) for v in originals]
         if any(s is None for s in shifted):
@@ -281,7 +321,9 @@ class Deidentifier:
         else:
             element.value = shifted if len(shifted) > 1 else shifted[0]
 
-    def clean(self, ds: Dataset, tag: BaseTag) -> None:
+    def clean(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
+        if self.replace_text(ds, tag, vr, self.clean_one):
+            return
         element = ds[tag]
         if element.value in (None, ""):
             return
@@ -291,6 +333,9 @@ class Deidentifier:
         originals = element.value if isinstance(element.value, MultiValue) else [element.value]
         cleaned = [values.clean_text(str(v), self.identifiers) for v in originals]
         element.value = cleaned if len(cleaned) > 1 else cleaned[0]
+
+    def clean_one(self, text: str) -> str:
+        return values.clean_text(text, self.identifiers) if self.clean_descriptors else values.DUMMY_TEXT
 
     def keep_private(self, ds: Dataset, tag: BaseTag) -> bool:
         keep = self.context.keep_private
@@ -322,6 +367,12 @@ def _vr_of(read_vr: str | None, tag: int) -> str | None:
 
 
 @cache
+def _dummy_value(vr: str, little: bool) -> bytes | None:
+    """The encoded dummy value of a VR, in either byte order."""
+    return encoded_value(vr, values.DUMMIES.get(vr, values.DUMMY_TEXT), little=little)
+
+
+@cache
 def _in_dictionary(tag: int) -> bool:
     try:
         get_entry(tag)
@@ -331,7 +382,37 @@ def _in_dictionary(tag: int) -> bool:
 
 
 def identifiers_of(ds: Dataset) -> values.Identifiers:
-    """The names and identifiers of this instance (top level), for Clean Descriptors."""
+    """The names and identifiers of this instance (top level), for Clean Descriptors. The instances of a
+    series carry the same bytes: found by them, without decoding names again (PN decoding is costly)."""
+    key = _identifier_bytes(ds)
+    found = _identifiers_by_bytes.get(key) if key is not None else None
+    if found is None:
+        found = _decoded_identifiers(ds)
+        if key is not None:
+            _identifiers_by_bytes[key] = found
+    return found
+
+
+_identifiers_by_bytes: BoundedCache[tuple[object, ...], values.Identifiers] = BoundedCache(256)
+_SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
+
+
+def _identifier_bytes(ds: Dataset) -> tuple[object, ...] | None:
+    """The raw values the identifiers come from (names, identifier attributes, character set); None when
+    one of them is not raw any more."""
+    tags = [tag for tag in ds.keys() if not tag & 0x10000 and _dictionary_vr(int(tag)) == "PN"]
+    key: list[object] = []
+    for tag in (*tags, *_IDENTIFIER_TAGS, _SPECIFIC_CHARACTER_SET):
+        element = ds.get_item(tag, keep_deferred=True)
+        if element is None:
+            continue
+        if not isinstance(element, RawDataElement) or element.value is None:
+            return None
+        key += (int(tag), element.value)
+    return tuple(key)
+
+
+def _decoded_identifiers(ds: Dataset) -> values.Identifiers:
     names: list[str] = []
     for tag in list(ds.keys()):
         if not tag & 0x10000 and _dictionary_vr(int(tag)) == "PN":
@@ -368,22 +449,42 @@ def _dictionary_vr(tag: int) -> str | None:
 
 def deidentify(ds: Dataset, context: DeidContext) -> DeidResult:
     """De-identify `ds` in place and return it with the UID pairs it mapped."""
-    label = str(ds.get("ClinicalTrialTimePointID") or "").strip() or None
+    label = text_of(ds, _TIME_POINT_ID).strip() or None
     identifiers = identifiers_of(ds)
     walker = Deidentifier(context, identifiers)
     walker.walk(ds)
     if label:
         label = values.clean_text(label, identifiers) or None
-    _write_identity(ds, context, label)
-    if hasattr(ds, "file_meta"):
+    encoding = _encoding_of(ds)
+    _write_identity(ds, context, label, encoding)
+    if encoding is not None:
         _rebuild_file_meta(ds)
     return DeidResult(dataset=ds, uid_map=walker.uid_map, timepoint_label=label)
 
 
-def _put(ds: Dataset, keyword: str, value: object) -> None:
+def _encoding_of(ds: Dataset) -> tuple[bool, bool] | None:
+    """(implicit VR, little endian) of the file's transfer syntax; None without file meta information."""
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is None:
+        return None
+    syntax = UID(text_of(file_meta, _TRANSFER_SYNTAX))
+    if not syntax.is_transfer_syntax:
+        return None
+    return syntax.is_implicit_VR, syntax.is_little_endian
+
+
+def _put(ds: Dataset, keyword: str, value: object, encoding: tuple[bool, bool] | None) -> None:
     """`setattr(ds, keyword, value)` without pydicom's keyword and dictionary look-ups (cached here). As
-    pydicom does, an element already present keeps its VR and only takes the new value."""
+    pydicom does, an element already present keeps its VR and only takes the new value. Plain text is put
+    as a raw element of the file's `encoding`: written as it is."""
     tag, vr = _keyword_entry(keyword)
+    if encoding is not None and (value is None or isinstance(value, str)):
+        present = ds.get_item(tag, keep_deferred=True)
+        if present is None or isinstance(present, RawDataElement) and present.VR in (None, vr):
+            implicit, little = encoding
+            if (raw := text_element(tag, vr, value or "", implicit=implicit, little=little)) is not None:
+                ds[tag] = raw
+                return
     if tag in ds:
         element = ds[tag]
         element.value = value
@@ -398,14 +499,14 @@ def _keyword_entry(keyword: str) -> tuple[BaseTag, str]:
     return tag, str(dictionary_VR(tag))
 
 
-def _write_identity(ds: Dataset, context: DeidContext, label: str | None) -> None:
+def _write_identity(ds: Dataset, context: DeidContext, label: str | None, encoding: tuple[bool, bool] | None) -> None:
     """Subject pseudonym, Clinical Trial attributes and the record of what was done (PS3.15 E.1.1)."""
     options = context.policy.options
-    _put(ds, "PatientName", context.subject_code)
-    _put(ds, "PatientID", context.subject_code)
-    _put(ds, "PatientIdentityRemoved", "YES")
-    _put(ds, "DeidentificationMethod", f"pacs-bridge PS3.15 E.1-1 {TABLE_EDITION}")
-    _put(ds, "DeidentificationMethodCodeSequence", Sequence([_code_item(code) for code in _applied_codes(options)]))
+    _put(ds, "PatientName", context.subject_code, encoding)
+    _put(ds, "PatientID", context.subject_code, encoding)
+    _put(ds, "PatientIdentityRemoved", "YES", encoding)
+    _put(ds, "DeidentificationMethod", f"pacs-bridge PS3.15 E.1-1 {TABLE_EDITION}", encoding)
+    _put_method_codes(ds, options, encoding)
     _put(
         ds,
         "LongitudinalTemporalInformationModified",
@@ -414,16 +515,40 @@ def _write_identity(ds: Dataset, context: DeidContext, label: str | None) -> Non
         else "UNMODIFIED"
         if Option.RETAIN_FULL_DATES in options
         else "REMOVED",
+        encoding,
     )
     trial = context.trial
-    _put(ds, "ClinicalTrialSponsorName", trial.sponsor_name)
-    _put(ds, "ClinicalTrialProtocolID", trial.protocol_id)
-    _put(ds, "ClinicalTrialProtocolName", trial.protocol_name or None)
-    _put(ds, "ClinicalTrialSiteID", trial.site_id or None)
-    _put(ds, "ClinicalTrialSiteName", trial.site_name or None)
-    _put(ds, "ClinicalTrialSubjectID", context.subject_code)
-    _put(ds, "ClinicalTrialTimePointID", label)
-    _put(ds, "ClinicalTrialCoordinatingCenterName", trial.coordinating_center or None)
+    _put(ds, "ClinicalTrialSponsorName", trial.sponsor_name, encoding)
+    _put(ds, "ClinicalTrialProtocolID", trial.protocol_id, encoding)
+    _put(ds, "ClinicalTrialProtocolName", trial.protocol_name or None, encoding)
+    _put(ds, "ClinicalTrialSiteID", trial.site_id or None, encoding)
+    _put(ds, "ClinicalTrialSiteName", trial.site_name or None, encoding)
+    _put(ds, "ClinicalTrialSubjectID", context.subject_code, encoding)
+    _put(ds, "ClinicalTrialTimePointID", label, encoding)
+    _put(ds, "ClinicalTrialCoordinatingCenterName", trial.coordinating_center or None, encoding)
+
+
+_METHOD_CODES = tag_of("DeidentificationMethodCodeSequence")
+
+
+def _put_method_codes(ds: Dataset, options: frozenset[Option], encoding: tuple[bool, bool] | None) -> None:
+    """The Deidentification Method Code Sequence: encoded once per options and encoding when the instance
+    has none yet (the common case), else set as pydicom sets it."""
+    if encoding is not None and _METHOD_CODES not in ds:
+        data = _method_codes_value(options, *encoding)
+        if data is not None:
+            ds[_METHOD_CODES] = RawDataElement(_METHOD_CODES, "SQ", len(data), data, 0, *encoding)
+            return
+    _put(
+        ds, "DeidentificationMethodCodeSequence", Sequence([_code_item(code) for code in _applied_codes(options)]), None
+    )
+
+
+@cache
+def _method_codes_value(options: frozenset[Option], implicit: bool, little: bool) -> bytes | None:
+    return encoded_value(
+        "SQ", Sequence([_code_item(code) for code in _applied_codes(options)]), implicit=implicit, little=little
+    )
 
 
 @cache
@@ -447,14 +572,20 @@ def _code_item(code: Code) -> Dataset:
 
 
 def _rebuild_file_meta(ds: Dataset) -> None:
+    """Ours, for the de-identified instance: its (pseudo) UIDs, the transfer syntax it keeps, our name."""
     meta = ds.file_meta
-    transfer_syntax = meta.get("TransferSyntaxUID")
     for tag in list(meta.keys()):
         if int(tag) not in (0x00020001, 0x00020010):
             del meta[tag]
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    if transfer_syntax:
-        meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    texts = {
+        0x00020002: ("UI", text_of(ds, _SOP_CLASS_UID)),
+        0x00020003: ("UI", text_of(ds, _SOP_INSTANCE_UID)),
+        0x00020010: ("UI", text_of(meta, _TRANSFER_SYNTAX)),
+        0x00020012: ("UI", IMPLEMENTATION_CLASS_UID),
+        0x00020013: ("SH", IMPLEMENTATION_VERSION),
+    }
+    for number, (vr, text) in texts.items():
+        tag = BaseTag(number)
+        if number == 0x00020010 and not text:
+            continue
+        meta[tag] = text_element(tag, vr, text, implicit=False, little=True) or DataElement(tag, vr, text)

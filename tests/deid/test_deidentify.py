@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
+import io
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.sequence import Sequence
-from pydicom.uid import UID_dictionary
+from pydicom.tag import BaseTag
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID_dictionary
 
 from bridge.deid import values
 from bridge.deid.deidentify import DeidContext, PrivateKeep, TrialAttributes, deidentify
 from bridge.deid.table import Option, Policy
+from bridge.dicomio import read_instance, write_instance
 from tests import factory
 from tests.conftest import dciodvfy_errors
 
@@ -295,3 +299,47 @@ def test_timepoint_label_is_taken_from_the_input_and_cleaned() -> None:
     result = deidentify(ds, context())
     assert result.timepoint_label == "FU1"
     assert result.dataset.ClinicalTrialTimePointID == "FU1"
+
+
+def _deidentified_bytes(source: Path, ctx: DeidContext, *, convert_first: bool) -> tuple[bytes, Dataset]:
+    ds = read_instance(source)
+    if convert_first:  # every element converted by pydicom: the walk then takes pydicom's way throughout
+        for _ in ds.iterall():
+            pass
+        for _ in ds.file_meta:
+            pass
+    out = deidentify(ds, ctx).dataset
+    written = io.BytesIO()
+    write_instance(written, out, source)  # type: ignore[arg-type]
+    return written.getvalue(), out
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+@pytest.mark.parametrize("kind", ["CT", "SR", "SEG", "private", "japanese", "de-identified before"])
+@pytest.mark.parametrize("options", [DEFAULT_OPTIONS, frozenset({Option.RETAIN_FULL_DATES})])
+def test_raw_values_are_changed_as_pydicom_values_are(
+    kind: str, syntax: str, options: frozenset[Option], tmp_path: Path
+) -> None:
+    """Plain text values are de-identified from their bytes, without pydicom's conversions: the output is
+    byte for byte what the walk writes through pydicom."""
+    patient = factory.make_patient(4)
+    images = factory.make_series(patient, modality="CT", count=2)
+    original = {
+        "CT": lambda: images[0],
+        "SR": lambda: factory.make_sr(patient, images),
+        "SEG": lambda: factory.make_seg(images),
+        "private": lambda: factory.with_private_tags(images[1]),
+        "japanese": lambda: factory.with_charset(factory.make_ct(patient), "ISO 2022 IR 87"),
+        "de-identified before": lambda: deidentify(copy.deepcopy(images[0]), context()).dataset,
+    }[kind]()
+    original.file_meta.TransferSyntaxUID = syntax
+    source = tmp_path / "in.dcm"
+    original.save_as(source, enforce_file_format=True)
+    ctx = context(options, keep_private=frozenset({PrivateKeep(factory.PRIVATE_CREATOR, 0x0009, 0x01)}))
+
+    fast, out = _deidentified_bytes(source, ctx, convert_first=False)
+    slow, _ = _deidentified_bytes(source, ctx, convert_first=True)
+
+    assert fast == slow
+    kept_raw = out.get_item(BaseTag(0x0020000D), keep_deferred=True)  # the pseudo Study Instance UID
+    assert isinstance(kept_raw, RawDataElement)  # the fast way was taken
