@@ -400,9 +400,10 @@ _SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 def _identifier_bytes(ds: Dataset) -> tuple[object, ...] | None:
     """The raw values the identifiers come from (names, identifier attributes, character set); None when
     one of them is not raw any more."""
+    charset = value_of(ds, _SPECIFIC_CHARACTER_SET)  # converted by every reader (it decodes the rest)
+    key: list[object] = [tuple(charset) if isinstance(charset, MultiValue) else charset]
     tags = [tag for tag in ds.keys() if not tag & 0x10000 and _dictionary_vr(int(tag)) == "PN"]
-    key: list[object] = []
-    for tag in (*tags, *_IDENTIFIER_TAGS, _SPECIFIC_CHARACTER_SET):
+    for tag in (*tags, *_IDENTIFIER_TAGS):
         element = ds.get_item(tag, keep_deferred=True)
         if element is None:
             continue
