@@ -17,7 +17,7 @@ from typing import BinaryIO
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.filereader import read_sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
@@ -30,8 +30,8 @@ _UNDEFINED = 0xFFFFFFFF
 _CHARSET = 0x00080005
 _ITEM_TAGS = frozenset({0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD})
 # the VRs as they appear in an explicit VR element header, with a 32-bit length or a 16-bit one
-_LONG = frozenset(str(vr).encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
-_SHORT = frozenset(str(vr).encode("ascii") for vr in VR if len(vr) == 2) - _LONG
+_LONG = {str(vr).encode("ascii"): str(vr) for vr in EXPLICIT_VR_LENGTH_32}
+_SHORT = {str(vr).encode("ascii"): str(vr) for vr in VR if len(vr) == 2 and vr not in EXPLICIT_VR_LENGTH_32}
 _TAG_VR = struct.Struct("<HH2s")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<L")
@@ -89,7 +89,7 @@ def _read(path: Path, stream: BinaryIO, defer_size: int) -> FileDataset:
     if preamble[128:] != b"DICM":
         raise _Unexpected("no Part 10 preamble")
     cursor.position = 132
-    meta = _read_elements(cursor, implicit=False, defer_size=None, group=2)
+    meta, _ = _read_elements(cursor, implicit=False, defer_size=None, group=2)
     syntax = meta.get(BaseTag(0x00020010))
     if not isinstance(syntax, RawDataElement) or not syntax.value:
         raise _Unexpected("no transfer syntax")
@@ -99,46 +99,56 @@ def _read(path: Path, stream: BinaryIO, defer_size: int) -> FileDataset:
     implicit = transfer_syntax == ImplicitVRLittleEndian
     if implicit and cursor.position + 6 <= size and b"AA" <= cursor.bytes_at(cursor.position + 4, 2) <= b"ZZ":
         raise _Unexpected("explicit VR in a file that says implicit")  # pydicom reads it as explicit
-    elements = _read_elements(cursor, implicit=implicit, defer_size=defer_size, group=None)
+    elements, character_set = _read_elements(cursor, implicit=implicit, defer_size=defer_size, group=None)
     if not elements:
         raise _Unexpected("no dataset after the file meta information")
-    dataset = Dataset(elements)
-    ds = FileDataset(str(path), dataset, preamble[:128], FileMetaDataset(meta), implicit, True)
-    ds.set_original_encoding(implicit, True, dataset._character_set)
+    ds = FileDataset(str(path), elements, preamble[:128], FileMetaDataset(meta), implicit, True)
+    # the character set as pydicom's Dataset._character_set gives it, without converting the element
+    ds.set_original_encoding(implicit, True, character_set)
     return ds
 
 
 def _read_elements(
     cursor: _Cursor, *, implicit: bool, defer_size: int | None, group: int | None
-) -> dict[BaseTag, RawDataElement | DataElement]:
+) -> tuple[dict[BaseTag, RawDataElement | DataElement], str | list[str]]:
     """Elements from `cursor.position` to the end of the file, or while they are of `group` (the file meta,
-    always explicit VR)."""
+    always explicit VR); and the character set they declare (pydicom's default if none). The common case,
+    an element whose header and value are in the buffer already, is read without a method call."""
     elements: dict[BaseTag, RawDataElement | DataElement] = {}
     encoding: str | list[str] = default_encoding
-    while cursor.position < cursor.size:
-        if cursor.size - cursor.position < 8:
+    size = cursor.size
+    position = cursor.position
+    while position < size:
+        if size - position < 8:
             raise _Unexpected("trailing bytes")
-        head = cursor.bytes_at(cursor.position, 8)
+        buffer, start = cursor.buffer, position - cursor.base
+        if start < 0 or start + 12 > len(buffer):  # the header is not (all) in the buffer: read on
+            cursor.bytes_at(position, 12 if size - position >= 12 else 8)
+            buffer, start = cursor.buffer, position - cursor.base
         if implicit:
-            high, low, length = _IMPLICIT.unpack(head)
+            high, low, length = _IMPLICIT.unpack_from(buffer, start)
             vr = None
-            value_tell = cursor.position + 8
+            value_tell = position + 8
         else:
-            high, low, vr_bytes = _TAG_VR.unpack_from(head)
+            high, low, vr_bytes = _TAG_VR.unpack_from(buffer, start)
             if group is not None and high != group:
                 break
-            if vr_bytes in _SHORT:
-                length = _U16.unpack_from(head, 6)[0]
-                value_tell = cursor.position + 8
-            elif vr_bytes in _LONG:
-                length = _U32.unpack(cursor.bytes_at(cursor.position + 8, 4))[0]
-                value_tell = cursor.position + 12
+            vr = _SHORT.get(vr_bytes)
+            if vr is not None:
+                length = _U16.unpack_from(buffer, start + 6)[0]
+                value_tell = position + 8
             else:
-                raise _Unexpected("an unknown VR, or implicit VR in an explicit file")
-            vr = vr_bytes.decode("ascii")
+                vr = _LONG.get(vr_bytes)
+                if vr is None:
+                    raise _Unexpected("an unknown VR, or implicit VR in an explicit file")
+                if start + 12 > len(buffer):
+                    raise _Unexpected("the file ends inside an element header")
+                length = _U32.unpack_from(buffer, start + 8)[0]
+                value_tell = position + 12
         tag = high << 16 | low
         if tag in _ITEM_TAGS:
             raise _Unexpected("an item or delimiter at the top level")
+        key = BaseTag(tag)
         if length == _UNDEFINED:
             if vr is None and _dictionary_vr(tag) == "SQ":  # implicit VR: as pydicom decides it
                 vr = "SQ"
@@ -149,20 +159,24 @@ def _read_elements(
                 sequence = read_sequence(cursor.stream, implicit, True, _UNDEFINED, encoding)
             except Exception:  # pydicom raises many types for bad input
                 raise _Unexpected("a sequence pydicom cannot read") from None
-            elements[BaseTag(tag)] = DataElement(BaseTag(tag), "SQ", sequence, value_tell, is_undefined_length=True)
-            cursor.position = cursor.stream.tell()
+            elements[key] = DataElement(key, "SQ", sequence, value_tell, is_undefined_length=True)
+            position = cursor.stream.tell()
             continue
-        if value_tell + length > cursor.size:
+        end = value_tell + length
+        if end > size:
             raise _Unexpected("an element ends beyond the end of the file")
         value: bytes | None
         if defer_size is not None and length > defer_size and tag != _CHARSET:
             value = None
-        elif length:
-            value = cursor.bytes_at(value_tell, length)
-        else:
+        elif not length:
             value = empty_value_for_VR(vr, raw=True)  # type: ignore[assignment]  # b"" or None when raw
+        elif end - cursor.base <= len(buffer) and value_tell >= cursor.base:
+            value = buffer[value_tell - cursor.base : end - cursor.base]
+        else:
+            value = cursor.bytes_at(value_tell, length)
         if tag == _CHARSET:
             encoding = convert_encodings(convert_string(value or b"", True))
-        elements[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, value, value_tell, implicit, True)
-        cursor.position = value_tell + length
-    return elements
+        elements[key] = RawDataElement(key, vr, length, value, value_tell, implicit, True)
+        position = end
+    cursor.position = position
+    return elements, encoding

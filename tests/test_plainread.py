@@ -107,6 +107,10 @@ def assert_same(ours: FileDataset, theirs: FileDataset) -> None:
     assert list(ours.keys()) == list(theirs.keys())
     for tag in theirs.keys():
         mine, reference = ours.get_item(tag, keep_deferred=True), theirs.get_item(tag, keep_deferred=True)
+        if tag == 0x00080005 and isinstance(mine, RawDataElement):
+            # pydicom converts the character set as it reads; this reader leaves it raw: the same value
+            assert ours[tag].value == reference.value and mine.value_tell == reference.file_tell, tag
+            continue
         assert type(mine) is type(reference), tag
         if isinstance(reference, RawDataElement):
             assert mine == reference, tag
