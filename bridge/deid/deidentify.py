@@ -14,7 +14,6 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import cast
 
 from pydicom import Dataset, Sequence
 from pydicom.datadict import dictionary_VR, get_entry
@@ -28,7 +27,7 @@ from pydicom.uid import UID
 from bridge.caches import BoundedCache
 from bridge.deid import values
 from bridge.deid.table import TABLE_EDITION, Action, Option, Policy
-from bridge.dicomio import encoded_value, plain_text, tag_of, text_element, text_of, value_of
+from bridge.dicomio import encoded_value, plain_text, put_raw, tag_of, text_element, text_of, value_of
 
 TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT", "PN"})
 _OVERLAY_OR_CURVE = frozenset(range(0x5000, 0x5020, 2)) | frozenset(range(0x6000, 0x6020, 2))
@@ -135,6 +134,7 @@ class Step(enum.Enum):
     CLEAN = "clean"
 
 
+Element = DataElement | RawDataElement  # an element as a dataset stores it: converted, or as read
 _PLAN_LIMIT = 100_000  # decisions a plan remembers: far more than the data dictionary's tags
 
 
@@ -147,16 +147,17 @@ class Plan:
         self.policy = policy
         self.shift_dates = Option.RETAIN_MODIFIED_DATES in policy.options
         self.clean_descriptors = Option.CLEAN_DESCRIPTORS in policy.options
-        self._memo: dict[tuple[int, str | None, bool], tuple[str | None, Step]] = {}
+        # what `step` decided, by (tag, VR as read, clean all text): the walk looks here first
+        self.decided: dict[tuple[int, str | None, bool], tuple[str | None, Step]] = {}
 
     def step(self, tag: int, read_vr: str | None, clean_all_text: bool) -> tuple[str | None, Step]:
         """The VR to write (None when the element goes) and the step."""
         key = (tag, read_vr, clean_all_text)
-        found = self._memo.get(key)
+        found = self.decided.get(key)
         if found is None:
             found = self.decide(tag, read_vr, clean_all_text)
-            if len(self._memo) < _PLAN_LIMIT:  # bounded: unknown tags and VRs come from the input
-                self._memo[key] = found
+            if len(self.decided) < _PLAN_LIMIT:  # bounded: unknown tags and VRs come from the input
+                self.decided[key] = found
         return found
 
     def decide(
@@ -232,24 +233,26 @@ class Deidentifier:
         """Visit every element of `ds`, at every depth. Most are kept as read: that path is kept short."""
         value_type = ds.get("ValueType") if 0x0040A040 in ds else None
         required_value = _CONTENT_VALUE_TAGS.get(str(value_type)) if value_type else None
-        step_of = self.plan.step
-        # the dataset's own BaseTag keys: looking them up again is an identity match, never BaseTag.__eq__
-        for tag in list(ds.keys()):
+        step_of, decided = self.plan.step, self.plan.decided
+        # items() as stored, raw or not (the VR is enough: never read a deferred value here); the dataset's
+        # own BaseTag keys: looking them up again is an identity match, never BaseTag.__eq__
+        for tag, element in list(ds.items()):
             number = int(tag)  # plain int comparisons: pydicom's BaseTag compares in Python, slowly
             if number & 0x10000:  # odd group: private
                 if not self.keep_private(ds, tag):
                     del ds[tag]
                 continue
-            # the VR is enough: never read a deferred value here
-            read_vr = cast("DataElement | RawDataElement", ds.get_item(tag, keep_deferred=True)).VR
-            vr, step = step_of(number, read_vr, clean_all_text)
+            read_vr = element.VR
+            found = decided.get((number, read_vr, clean_all_text))
+            vr, step = found if found is not None else step_of(number, read_vr, clean_all_text)
             if step is Step.KEEP:
                 continue
             if step is Step.DELETE and number == required_value:
                 vr, step = self.plan.decide(number, read_vr, clean_all_text, required=True)
-            self.apply(ds, tag, vr, step)
+            self.apply(ds, tag, element, vr, step)
 
-    def apply(self, ds: Dataset, tag: BaseTag, vr: str | None, step: Step) -> None:
+    def apply(self, ds: Dataset, tag: BaseTag, element: Element, vr: str | None, step: Step) -> None:
+        """Do `step` to the element (`element` is as stored: raw or converted)."""
         if step is Step.DELETE or vr is None:
             del ds[tag]
         elif step is Step.RECURSE or step is Step.RECURSE_CLEAN:
@@ -258,48 +261,47 @@ class Deidentifier:
         elif step is Step.EMPTY_SEQUENCE:
             ds[tag] = DataElement(tag, "SQ", Sequence())
         elif step is Step.EMPTY:
-            if not self.replace_raw(ds, tag, vr, b""):
+            if not self.replace_raw(ds, element, vr, b""):
                 ds[tag] = DataElement(tag, vr, None)
         elif step is Step.UIDS:
-            self.map_uids(ds, tag, vr)
+            self.map_uids(ds, tag, element, vr)
         elif step is Step.SHIFT:
-            self.shift(ds, tag, vr)
+            self.shift(ds, tag, element, vr)
         elif step is Step.DUMMY:
-            if not self.replace_raw(ds, tag, vr, None):
+            if not self.replace_raw(ds, element, vr, None):
                 ds[tag] = DataElement(tag, vr, values.DUMMIES.get(vr, values.DUMMY_TEXT))
         elif step is Step.CLEAN:
-            self.clean(ds, tag, vr)
+            self.clean(ds, tag, element, vr)
 
-    def replace_raw(self, ds: Dataset, tag: BaseTag, vr: str, data: bytes | None) -> bool:
+    def replace_raw(self, ds: Dataset, element: Element, vr: str, data: bytes | None) -> bool:
         """Put `data` (the dummy for `vr` when None) in place of a raw element, as a raw element of the same
         encoding: written as it is, never converted. False when the element is not raw (pydicom's way)."""
-        element = ds.get_item(tag, keep_deferred=True)
         if not isinstance(element, RawDataElement):
             return False
         little = element.is_little_endian
         if data is None and (data := _dummy_value(vr, little)) is None:
             return False
-        ds[tag] = RawDataElement(tag, vr, len(data), data, 0, element.is_implicit_VR, little)
+        put_raw(ds, RawDataElement(element.tag, vr, len(data), data, 0, element.is_implicit_VR, little))
         return True
 
-    def replace_text(self, ds: Dataset, tag: BaseTag, vr: str, change: Callable[[str], str | None]) -> bool:
+    def replace_text(self, ds: Dataset, element: Element, vr: str, change: Callable[[str], str | None]) -> bool:
         """Replace a raw element holding one plain ASCII text value by `change(text)` (empty when None),
         without pydicom's conversions; False when the element or the result is anything else."""
-        element = ds.get_item(tag, keep_deferred=True)
         if not isinstance(element, RawDataElement) or element.VR not in (None, vr):
             return False
         text = plain_text(element, vr)
         if text is None:
             return False
         changed = change(text) if text else ""
-        new = text_element(tag, vr, changed or "", implicit=element.is_implicit_VR, little=element.is_little_endian)
+        implicit, little = element.is_implicit_VR, element.is_little_endian
+        new = text_element(element.tag, vr, changed or "", implicit=implicit, little=little)
         if new is None:
             return False
-        ds[tag] = new
+        put_raw(ds, new)
         return True
 
-    def map_uids(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
-        if self.replace_text(ds, tag, vr, self.map_uid):
+    def map_uids(self, ds: Dataset, tag: BaseTag, element: Element, vr: str) -> None:
+        if self.replace_text(ds, element, vr, self.map_uid):
             return
         element = ds[tag]
         if isinstance(element.value, MultiValue):
@@ -307,9 +309,9 @@ class Deidentifier:
         elif element.value:
             element.value = self.map_uid(element.value)
 
-    def shift(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
+    def shift(self, ds: Dataset, tag: BaseTag, element: Element, vr: str) -> None:
         shift = values.shift_date if vr == "DA" else values.shift_datetime
-        if self.replace_text(ds, tag, vr, lambda text: shift(text, self.context.date_offset_days)):
+        if self.replace_text(ds, element, vr, lambda text: shift(text, self.context.date_offset_days)):
             return
         element = ds[tag]
         if element.value in (None, ""):
@@ -321,8 +323,8 @@ class Deidentifier:
         else:
             element.value = shifted if len(shifted) > 1 else shifted[0]
 
-    def clean(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
-        if self.replace_text(ds, tag, vr, self.clean_one):
+    def clean(self, ds: Dataset, tag: BaseTag, element: Element, vr: str) -> None:
+        if self.replace_text(ds, element, vr, self.clean_one):
             return
         element = ds[tag]
         if element.value in (None, ""):
@@ -402,8 +404,9 @@ def _identifier_bytes(ds: Dataset) -> tuple[object, ...] | None:
     one of them is not raw any more."""
     charset = value_of(ds, _SPECIFIC_CHARACTER_SET)  # converted by every reader (it decodes the rest)
     key: list[object] = [tuple(charset) if isinstance(charset, MultiValue) else charset]
-    tags = [tag for tag in ds.keys() if not tag & 0x10000 and _dictionary_vr(int(tag)) == "PN"]
-    for tag in (*tags, *_IDENTIFIER_TAGS):
+    tags = list(ds.keys())  # its own keys: found again by identity (BaseTag.__eq__ is Python)
+    names = [tags[position] for position in _name_positions(tuple(map(int, tags)))]
+    for tag in (*names, *_IDENTIFIER_TAGS):
         element = ds.get_item(tag, keep_deferred=True)
         if element is None:
             continue
@@ -411,6 +414,12 @@ def _identifier_bytes(ds: Dataset) -> tuple[object, ...] | None:
             return None
         key += (int(tag), element.value)
     return tuple(key)
+
+
+@lru_cache(maxsize=64)
+def _name_positions(tags: tuple[int, ...]) -> tuple[int, ...]:
+    """Where the public person names are among `tags` (the instances of a series have the same tags)."""
+    return tuple(i for i, tag in enumerate(tags) if not tag & 0x10000 and _dictionary_vr(tag) == "PN")
 
 
 def _decoded_identifiers(ds: Dataset) -> values.Identifiers:
@@ -484,7 +493,7 @@ def _put(ds: Dataset, keyword: str, value: object, encoding: tuple[bool, bool] |
         if present is None or isinstance(present, RawDataElement) and present.VR in (None, vr):
             implicit, little = encoding
             if (raw := text_element(tag, vr, value or "", implicit=implicit, little=little)) is not None:
-                ds[tag] = raw
+                put_raw(ds, raw)
                 return
     if tag in ds:
         element = ds[tag]
