@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
@@ -360,7 +361,7 @@ class IngestService:
             "sop_instance_uid": text_of(out, _SOP_INSTANCE_UID),
             "sop_class_uid": text_of(out, _SOP_CLASS_UID),
             "transfer_syntax_uid": text_of(out.file_meta, _TRANSFER_SYNTAX),
-            "instance_number": _int(value_of(out, _INSTANCE_NUMBER)),
+            "instance_number": _instance_number(out),
             "path": p.stored.relative_path,
             "size": p.stored.size,
             "sha256": p.stored.sha256,
@@ -390,6 +391,16 @@ class IngestService:
         )
         assert series.id is not None and timepoint.id is not None
         return series.id, timepoint.id
+
+
+def _instance_number(ds: Dataset) -> int | None:
+    """Instance Number (IS) as an int, read from its bytes when they are one plain integer."""
+    element = ds.get_item(_INSTANCE_NUMBER, keep_deferred=True)
+    if isinstance(element, RawDataElement) and element.value:
+        text = element.value.strip(b" \x00")
+        if (text[1:] if text[:1] in (b"+", b"-") else text).isdigit():
+            return int(text)
+    return _int(value_of(ds, _INSTANCE_NUMBER))  # several values, a decimal point: pydicom's IS decides
 
 
 def series_fields(ds: Dataset) -> index.SeriesFields:

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from sqlmodel import select
 
-from bridge.ingest import Outcome
+from bridge.dicomio import value_of
+from bridge.ingest import Outcome, _instance_number, _int
 from bridge.runtime import Runtime
 from storage import vault
 from storage.models import AuditEvent, Instance, QuarantineItem, Series, Subject, Timepoint
@@ -369,3 +373,15 @@ def test_a_subject_created_by_another_process_meanwhile_is_used(
     finally:
         second.database.dispose()
         first.close()
+
+
+@pytest.mark.parametrize(
+    "value", [b"12", b" 12 ", b"0012", b"+5", b"-3", b"12.0", b"1\\2", b"1_000", b"-+5", b"", b"x", b"7\x00"]
+)
+def test_instance_number_from_bytes_is_what_pydicom_gives(value: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.IGNORE)  # as served
+    tag = BaseTag(0x00200013)
+    ds = Dataset()
+    ds[tag] = RawDataElement(tag, "IS", len(value), value, 0, False, True)
+    fast = _instance_number(ds)  # from the bytes when they are one integer; the element stays raw
+    assert fast == _int(value_of(ds, tag))
