@@ -7,14 +7,13 @@ de-identification leaves untouched are written back as the bytes they arrived as
 
 from __future__ import annotations
 
-import functools
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.charset import default_encoding
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filebase import DicomBytesIO
@@ -30,7 +29,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, PersonName
 
-from bridge.plainread import read_plain
+from bridge.plainread import dictionary_vr, read_plain
 
 DEFER_SIZE = 256 * 1024
 _CHUNK = 1 << 20
@@ -123,19 +122,11 @@ def text_of(ds: Dataset, tag: BaseTag) -> str:
     element = ds.get_item(tag, keep_deferred=True)
     if element is None:
         return ""
-    text = plain_text(element, element.VR or _dictionary_vr(tag))
+    text = plain_text(element, element.VR or dictionary_vr(tag))
     if text is not None:
         return text
     value = ds[tag].value
     return str(value) if value else ""
-
-
-@functools.cache
-def _dictionary_vr(tag: int) -> str | None:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return None
 
 
 def number_of(ds: Dataset, tag: BaseTag) -> Any:
@@ -144,7 +135,7 @@ def number_of(ds: Dataset, tag: BaseTag) -> Any:
     if element is None:
         return None
     if isinstance(element, RawDataElement) and element.value and len(element.value) == 2:
-        if (element.VR or _dictionary_vr(tag)) == "US":
+        if (element.VR or dictionary_vr(tag)) == "US":
             return (_US_LITTLE if element.is_little_endian else _US_BIG).unpack(element.value)[0]
     return ds[tag].value
 

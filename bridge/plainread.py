@@ -10,6 +10,7 @@ file with pydicom, whose verdict on odd files stays the one that counts.
 
 from __future__ import annotations
 
+import functools
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -38,10 +39,12 @@ _U32 = struct.Struct("<L")
 _IMPLICIT = struct.Struct("<HHL")
 
 
-def _dictionary_vr(tag: int) -> str | None:
+@functools.cache
+def dictionary_vr(tag: int) -> str | None:
+    """The data dictionary's VR of a tag (e.g. "US or SS"); None for private and unknown tags."""
     try:
-        return dictionary_VR(tag)
-    except KeyError:  # private or unknown: pydicom looks ahead for an item; this reader leaves that to it
+        return str(dictionary_VR(tag))
+    except KeyError:
         return None
 
 
@@ -150,7 +153,9 @@ def _read_elements(
             raise _Unexpected("an item or delimiter at the top level")
         key = BaseTag(tag)
         if length == _UNDEFINED:
-            if vr is None and _dictionary_vr(tag) == "SQ":  # implicit VR: as pydicom decides it
+            # implicit VR: as pydicom decides it (for private and unknown tags it looks ahead for an item;
+            # this reader leaves that to it)
+            if vr is None and dictionary_vr(tag) == "SQ":
                 vr = "SQ"
             if vr != "SQ":
                 raise _Unexpected("undefined length outside a sequence")

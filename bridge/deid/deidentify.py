@@ -28,6 +28,7 @@ from bridge.caches import BoundedCache
 from bridge.deid import values
 from bridge.deid.table import TABLE_EDITION, Action, Option, Policy
 from bridge.dicomio import encoded_value, plain_text, put_raw, tag_of, text_element, text_of, value_of
+from bridge.plainread import dictionary_vr
 
 TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT", "PN"})
 _OVERLAY_OR_CURVE = frozenset(range(0x5000, 0x5020, 2)) | frozenset(range(0x6000, 0x6020, 2))
@@ -419,13 +420,13 @@ def _identifier_bytes(ds: Dataset) -> tuple[object, ...] | None:
 @lru_cache(maxsize=64)
 def _name_positions(tags: tuple[int, ...]) -> tuple[int, ...]:
     """Where the public person names are among `tags` (the instances of a series have the same tags)."""
-    return tuple(i for i, tag in enumerate(tags) if not tag & 0x10000 and _dictionary_vr(tag) == "PN")
+    return tuple(i for i, tag in enumerate(tags) if not tag & 0x10000 and dictionary_vr(tag) == "PN")
 
 
 def _decoded_identifiers(ds: Dataset) -> values.Identifiers:
     names: list[str] = []
     for tag in list(ds.keys()):
-        if not tag & 0x10000 and _dictionary_vr(int(tag)) == "PN":
+        if not tag & 0x10000 and dictionary_vr(int(tag)) == "PN":
             names.extend(_strings(ds[tag].value))
     others: list[str] = []
     for tag in _IDENTIFIER_TAGS:
@@ -447,14 +448,6 @@ def _strings(value: object) -> list[str]:
     if value is None or value == "":
         return []
     return [str(v) for v in value] if isinstance(value, MultiValue) else [str(value)]
-
-
-@cache
-def _dictionary_vr(tag: int) -> str | None:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return None
 
 
 def deidentify(ds: Dataset, context: DeidContext) -> DeidResult:
