@@ -64,7 +64,7 @@ def _check_pixel_data(ds: FileDataset) -> None:
     try:
         rows, columns = int(number_of(ds, _ROWS)), int(number_of(ds, _COLUMNS))
         samples = int(number_of(ds, _SAMPLES) or 1)
-        frames = int(value_of(ds, _FRAMES) or 1)
+        frames = int(number_of(ds, _FRAMES) or 1)
         bits = int(number_of(ds, _BITS))
     except (AttributeError, TypeError, ValueError):
         raise Refused("Image Pixel attributes missing or not numbers") from None

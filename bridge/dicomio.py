@@ -130,13 +130,19 @@ def text_of(ds: Dataset, tag: BaseTag) -> str:
 
 
 def number_of(ds: Dataset, tag: BaseTag) -> Any:
-    """`ds[tag].value` (None when absent), without converting a raw US value holding one number."""
+    """`ds[tag].value` (None when absent), without converting a raw value holding one number: a US, or an
+    IS written as a plain integer (several values, a decimal point: pydicom's conversion decides)."""
     element = ds.get_item(tag, keep_deferred=True)
     if element is None:
         return None
-    if isinstance(element, RawDataElement) and element.value and len(element.value) == 2:
-        if (element.VR or dictionary_vr(tag)) == "US":
+    if isinstance(element, RawDataElement) and element.value:
+        vr = element.VR or dictionary_vr(tag)
+        if vr == "US" and len(element.value) == 2:
             return (_US_LITTLE if element.is_little_endian else _US_BIG).unpack(element.value)[0]
+        if vr == "IS":
+            text = element.value.strip(b" \x00")
+            if (text[1:] if text[:1] in (b"+", b"-") else text).isdigit():
+                return int(text)
     return ds[tag].value
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
@@ -27,7 +26,7 @@ from bridge.admission import Refused, burned_in_reason, check_instance
 from bridge.caches import BoundedCache, BoundedSet
 from bridge.deid import values
 from bridge.deid.deidentify import DeidContext, DeidResult, deidentify
-from bridge.dicomio import MalformedInstance, read_instance, tag_of, text_of, value_of, write_instance
+from bridge.dicomio import MalformedInstance, number_of, read_instance, tag_of, text_of, value_of, write_instance
 from bridge.projects import ProjectContext
 from bridge.quarantine import Quarantine
 from storage import index, vault
@@ -395,12 +394,7 @@ class IngestService:
 
 def _instance_number(ds: Dataset) -> int | None:
     """Instance Number (IS) as an int, read from its bytes when they are one plain integer."""
-    element = ds.get_item(_INSTANCE_NUMBER, keep_deferred=True)
-    if isinstance(element, RawDataElement) and element.value:
-        text = element.value.strip(b" \x00")
-        if (text[1:] if text[:1] in (b"+", b"-") else text).isdigit():
-            return int(text)
-    return _int(value_of(ds, _INSTANCE_NUMBER))  # several values, a decimal point: pydicom's IS decides
+    return _int(number_of(ds, _INSTANCE_NUMBER))
 
 
 def series_fields(ds: Dataset) -> index.SeriesFields:
