@@ -24,6 +24,10 @@ _SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 _PIXEL_DATA = BaseTag(0x7FE00010)
 _MEDIA_SOP_CLASS, _TRANSFER_SYNTAX = BaseTag(0x00020002), BaseTag(0x00020010)
 _PIXEL_DATA_TAGS = (_PIXEL_DATA, BaseTag(0x7FE00008), BaseTag(0x7FE00009))
+# every element of the dataset that check_instance and check_request look at (the file meta aside)
+CHECKED_TAGS = frozenset(
+    {*_REQUIRED.values(), _PATIENT_ID, _ROWS, _COLUMNS, _SAMPLES, _FRAMES, _BITS, *_PIXEL_DATA_TAGS}
+)
 
 
 class Refused(ValueError):

@@ -41,9 +41,10 @@ class MalformedInstance(ValueError):
     """The bytes are not a complete, parseable DICOM instance; the message says what is wrong."""
 
 
-def read_instance(path: Path) -> FileDataset:
-    """Parse the file, leaving large values in place. Raises MalformedInstance for bad or truncated files."""
-    plain = read_plain(path, DEFER_SIZE)  # the common case, in one pass; anything unusual is pydicom's
+def read_instance(path: Path, tags: frozenset[int] | None = None) -> FileDataset:
+    """Parse the file, leaving large values in place. Raises MalformedInstance for bad or truncated files.
+    `tags`: the caller needs only these elements; others may be left out (when the file is a plain one)."""
+    plain = read_plain(path, DEFER_SIZE, tags)  # the common case, in one pass; anything unusual is pydicom's
     return plain if plain is not None else _read_with_pydicom(path)
 
 

@@ -75,24 +75,28 @@ class _Cursor:
         return self.buffer[start : start + length]
 
 
-def read_plain(path: Path, defer_size: int) -> FileDataset | None:
+def read_plain(path: Path, defer_size: int, tags: frozenset[int] | None = None) -> FileDataset | None:
     """The instance in `path` as pydicom's `dcmread(path, defer_size=defer_size)` reads it, or None when the
-    file is not the plain kind this reader knows (the caller then uses pydicom)."""
+    file is not the plain kind this reader knows (the caller then uses pydicom).
+
+    `tags`: keep only these elements of the dataset (and its character set), for a caller that looks at a
+    few: every element is still walked, so the file is judged as a whole, but the others are not built.
+    """
     try:
         with path.open("rb") as stream:
-            return _read(path, stream, defer_size)
+            return _read(path, stream, defer_size, tags)
     except _Unexpected:
         return None
 
 
-def _read(path: Path, stream: BinaryIO, defer_size: int) -> FileDataset:
+def _read(path: Path, stream: BinaryIO, defer_size: int, tags: frozenset[int] | None) -> FileDataset:
     size = path.stat().st_size
     cursor = _Cursor(stream, size)
     preamble = cursor.bytes_at(0, 132)
     if preamble[128:] != b"DICM":
         raise _Unexpected("no Part 10 preamble")
     cursor.position = 132
-    meta, _ = _read_elements(cursor, implicit=False, defer_size=None, group=2)
+    meta, _ = _read_elements(cursor, implicit=False, defer_size=None, group=2, tags=None)
     syntax = meta.get(BaseTag(0x00020010))
     if not isinstance(syntax, RawDataElement) or not syntax.value:
         raise _Unexpected("no transfer syntax")
@@ -102,7 +106,9 @@ def _read(path: Path, stream: BinaryIO, defer_size: int) -> FileDataset:
     implicit = transfer_syntax == ImplicitVRLittleEndian
     if implicit and cursor.position + 6 <= size and b"AA" <= cursor.bytes_at(cursor.position + 4, 2) <= b"ZZ":
         raise _Unexpected("explicit VR in a file that says implicit")  # pydicom reads it as explicit
-    elements, character_set = _read_elements(cursor, implicit=implicit, defer_size=defer_size, group=None)
+    if tags is not None:
+        tags = tags | {_CHARSET}
+    elements, character_set = _read_elements(cursor, implicit=implicit, defer_size=defer_size, group=None, tags=tags)
     if not elements:
         raise _Unexpected("no dataset after the file meta information")
     ds = FileDataset(str(path), elements, preamble[:128], FileMetaDataset(meta), implicit, True)
@@ -112,11 +118,12 @@ def _read(path: Path, stream: BinaryIO, defer_size: int) -> FileDataset:
 
 
 def _read_elements(
-    cursor: _Cursor, *, implicit: bool, defer_size: int | None, group: int | None
+    cursor: _Cursor, *, implicit: bool, defer_size: int | None, group: int | None, tags: frozenset[int] | None
 ) -> tuple[dict[BaseTag, RawDataElement | DataElement], str | list[str]]:
     """Elements from `cursor.position` to the end of the file, or while they are of `group` (the file meta,
-    always explicit VR); and the character set they declare (pydicom's default if none). The common case,
-    an element whose header and value are in the buffer already, is read without a method call."""
+    always explicit VR); and the character set they declare (pydicom's default if none). Only those in
+    `tags` are kept, when given. The common case, an element whose header and value are in the buffer
+    already, is read without a method call."""
     elements: dict[BaseTag, RawDataElement | DataElement] = {}
     encoding: str | list[str] = default_encoding
     size = cursor.size
@@ -151,7 +158,6 @@ def _read_elements(
         tag = high << 16 | low
         if tag in _ITEM_TAGS:
             raise _Unexpected("an item or delimiter at the top level")
-        key = BaseTag(tag)
         if length == _UNDEFINED:
             # implicit VR: as pydicom decides it (for private and unknown tags it looks ahead for an item;
             # this reader leaves that to it)
@@ -164,12 +170,18 @@ def _read_elements(
                 sequence = read_sequence(cursor.stream, implicit, True, _UNDEFINED, encoding)
             except Exception:  # pydicom raises many types for bad input
                 raise _Unexpected("a sequence pydicom cannot read") from None
-            elements[key] = DataElement(key, "SQ", sequence, value_tell, is_undefined_length=True)
+            if tags is None or tag in tags:
+                key = BaseTag(tag)
+                elements[key] = DataElement(key, "SQ", sequence, value_tell, is_undefined_length=True)
             position = cursor.stream.tell()
             continue
         end = value_tell + length
         if end > size:
             raise _Unexpected("an element ends beyond the end of the file")
+        if tags is not None and tag not in tags:
+            position = end
+            continue
+        key = BaseTag(tag)
         value: bytes | None
         if defer_size is not None and length > defer_size and tag != _CHARSET:
             value = None

@@ -21,7 +21,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from bridge.admission import Refused, check_instance
+from bridge.admission import CHECKED_TAGS, Refused, check_instance
 from bridge.dicomio import DEFER_SIZE, MalformedInstance, read_instance
 from bridge.plainread import read_plain
 from tests import factory
@@ -173,3 +173,54 @@ def test_odd_files_are_left_to_pydicom(tmp_path: Path) -> None:
     data = write(broken, tmp_path / "broken.dcm").read_bytes()
     (tmp_path / "broken.dcm").write_bytes(data[: data.rindex(b"\xfe\xff\xdd\xe0")])
     assert read_plain(tmp_path / "broken.dcm", DEFER_SIZE) is None
+
+
+def assert_kept(sparse: FileDataset, full: FileDataset, tags: frozenset[int]) -> None:
+    """`sparse` is `full` without the elements outside `tags` (the character set is always kept)."""
+    kept = [tag for tag in full.keys() if tag in tags or tag == 0x00080005]
+    assert list(sparse.keys()) == kept
+    assert sparse.file_meta == full.file_meta
+    assert sparse.original_encoding == full.original_encoding
+    for tag in kept:
+        assert sparse.get_item(tag, keep_deferred=True) == full.get_item(tag, keep_deferred=True), tag
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+@pytest.mark.parametrize("kind", sorted(PLAIN))
+def test_a_read_of_some_tags_keeps_exactly_those_of_the_whole_read(tmp_path: Path, kind: str, syntax: str) -> None:
+    path = write(PLAIN[kind](), tmp_path / "in.dcm", syntax)
+    full = read_plain(path, DEFER_SIZE)
+    sparse = read_plain(path, DEFER_SIZE, CHECKED_TAGS)
+    assert full is not None and sparse is not None
+    assert_kept(sparse, full, CHECKED_TAGS)
+    # the undefined-length sequences are walked, not kept (one of them is, when asked for)
+    sequences = frozenset(tag for tag in full.keys() if full.get_item(tag, keep_deferred=True).VR == "SQ")
+    if sequences:
+        one = read_plain(path, DEFER_SIZE, sequences)
+        assert one is not None
+        assert_kept(one, full, sequences)
+        assert one == Dataset({tag: full[tag] for tag in one.keys()})
+
+
+def test_a_read_of_some_tags_judges_the_whole_file(tmp_path: Path) -> None:
+    """Cut anywhere: the admission check on the few tags the listener reads gives the verdict it gives on the
+    whole dataset, and both readers refuse (leave to pydicom) the same files."""
+    whole = write(large_ct(), tmp_path / "whole.dcm").read_bytes()
+    cut = tmp_path / "cut.dcm"
+    for end in [*range(100, 2000, 7), *range(len(whole) - 2000, len(whole), 97), len(whole) - 1]:
+        cut.write_bytes(whole[:end])
+        full, sparse = read_plain(cut, DEFER_SIZE), read_plain(cut, DEFER_SIZE, CHECKED_TAGS)
+        assert (full is None) == (sparse is None), end
+        verdicts = []
+        for tags in (None, CHECKED_TAGS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # pydicom on values cut short
+                    check_instance(read_instance(cut, tags))
+                verdicts.append("admitted")
+            except (MalformedInstance, Refused) as problem:
+                verdicts.append(f"{type(problem).__name__}: {problem}")
+        assert verdicts[0] == verdicts[1], end
+        if full is not None and sparse is not None:
+            assert_kept(sparse, full, CHECKED_TAGS)
+    assert read_instance(tmp_path / "whole.dcm", CHECKED_TAGS).PixelData == large_ct().PixelData

@@ -13,7 +13,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from bridge.admission import Refused, check_instance, check_request
+from bridge.admission import CHECKED_TAGS, Refused, check_instance, check_request
 from bridge.dicomio import MalformedInstance, read_instance
 from bridge.dimse import status
 from bridge.ingest import IngestService
@@ -39,7 +39,7 @@ class StoreReceiver:
         """One received C-STORE dataset in `path`: the status to answer with."""
         source = f"c-store:{calling_ae}"
         try:
-            ds = read_instance(path)
+            ds = read_instance(path, tags=CHECKED_TAGS)  # the rest is read by the ingest worker
             check_instance(ds)
             check_request(ds, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid)
         except (MalformedInstance, Refused) as problem:
