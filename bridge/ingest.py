@@ -59,6 +59,7 @@ class IngestItem:
     project: str
     source: str  # a short intake label
     origin: str | None = None  # where it came from, for the quarantine record
+    checked: bool = False  # passed `check_instance` already (a spool entry: the listener checked it)
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,8 @@ class IngestService:
         context = self.projects[item.project]
         try:
             ds = read_instance(item.path)
-            check_instance(ds)
+            if not item.checked:
+                check_instance(ds)
             if not context.settings.deid.accept_burned_in and (reason := burned_in_reason(ds)):
                 raise Refused(reason)
         except (MalformedInstance, Refused) as problem:

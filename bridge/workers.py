@@ -66,7 +66,7 @@ def run_worker(
                     spool.unclaim(entry)
                 continue
             try:
-                results = service.ingest_many([IngestItem(e.path, e.project, e.source) for e in batch])
+                results = service.ingest_many([IngestItem(e.path, e.project, e.source, checked=True) for e in batch])
             except Exception as exc:  # the database is down, say: everything stays in the spool
                 results = [exc] * len(batch)
             done = []
