@@ -41,7 +41,9 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     prepare(settings)
     spool = Spool(settings.storage.spool_dir)
-    leftovers = spool.sweep()
+    recovered, leftovers = spool.recover(at_start=True)
+    if recovered:
+        logger.info("recovered %d received instances left outside the spool by an earlier crash", recovered)
     if leftovers:
         logger.info("removed %d partially received instances left by an earlier crash", leftovers)
     released = spool.release_dead_claims()
@@ -159,13 +161,18 @@ class _Processes:
         return process  # type: ignore[no-any-return]
 
     def supervise(self) -> None:
-        """Replace dead processes; what a dead worker had claimed goes back to the spool."""
+        """Replace dead processes; what a dead worker had claimed goes back to the spool, and what a dead
+        listener had received and not yet put there is."""
+        replaced = False
         for group, make in ((self.workers, self._worker), (self.listeners, self._listener)):
             for index, process in enumerate(group):
                 if not process.is_alive():
                     logger.error("%s exited with %s; starting another", process.name, process.exitcode)
                     group[index] = make()
+                    replaced = True
         self.spool.release_dead_claims()
+        if replaced:
+            self.spool.recover(at_start=False)
 
     def stop(self, grace: float) -> None:
         self.stop_listeners.set()

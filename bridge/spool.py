@@ -2,7 +2,15 @@
 
 An entry is a Part 10 file at `<root>/<project>/<source>/<time>-<random>.dcm`: the folder names carry what
 the worker needs (project, intake label), so a single rename makes an entry complete and visible. Partial
-files live in `<root>/.incoming/<host>.<pid>/` (same filesystem) and are swept at start-up like the store's.
+files live in `<root>/.incoming/<host>.<pid>/` (same filesystem).
+
+A received file is made durable with one fsync: before it, the file's preamble (128 bytes that DICOM leaves
+to the application) is given a marker holding the entry's project and source, its length and the CRC-32 of
+the rest of the file. The rename into the spool follows without syncing the folder (a second disk flush on
+every C-STORE's path): if a crash loses the rename, recovery at the next start finds the file in
+`.incoming/`, checks it against its marker and puts it in the spool. What fails the check was never
+acknowledged (the marker is durable only with the bytes it describes) and is removed, as are unmarked
+partial files.
 
 Workers claim entries by renaming them into `<root>/.claimed/<host>.<pid>/`, so any number of listener and
 worker processes share one spool without a coordinator; the claims of a process that died are put back.
@@ -16,15 +24,20 @@ import re
 import secrets
 import shutil
 import socket
+import struct
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.filestore import INCOMING, fsync_folder, process_alive, sweep_incoming
+from storage.filestore import INCOMING, dead_incoming_folders, fsync_folder, process_alive
 
 CLAIMED = ".claimed"
 _LABEL = re.compile(r"[^A-Za-z0-9_.:-]")  # a folder name; the source keeps its colon
+PREAMBLE = 128
+_MAGIC = b"pacs-bridge:spl1"
+_MARKER = struct.Struct("<16sQL")  # magic, length of the file after the preamble, its CRC-32; then names
 
 
 @dataclass(frozen=True)
@@ -52,14 +65,28 @@ class Spool:
             self._incoming = (os.getpid(), folder)
         return self._incoming[1]
 
-    def admit(self, partial: Path, *, project: str, source: str) -> SpoolEntry:
-        """Make a fully received file durable and visible as a spool entry (fsync, rename, fsync folder)."""
-        fd = os.open(partial, os.O_RDONLY)
+    def admit(self, partial: Path, *, project: str, source: str, crc: int | None = None) -> SpoolEntry:
+        """Make a fully received file durable and visible as a spool entry. `crc`: the CRC-32 of the file
+        after its preamble (computed as it was written); with it, the file is marked and fsynced, then
+        renamed (see the module's docstring); without it, or when the names do not fit in the marker, it is
+        fsynced, renamed, and its folder fsynced."""
+        label = _LABEL.sub("_", source)
+        marker = None if crc is None else _marker(project, label, partial.stat().st_size - PREAMBLE, crc)
+        fd = os.open(partial, os.O_RDONLY if marker is None else os.O_WRONLY)
         try:
+            if marker is not None:
+                os.pwrite(fd, marker, 0)
             os.fsync(fd)
         finally:
             os.close(fd)
-        folder = self.root / project / _LABEL.sub("_", source)
+        target = self._enter(partial, project, label)
+        if marker is None:
+            fsync_folder(target.parent)
+        return SpoolEntry(path=target, project=project, source=label)
+
+    def _enter(self, partial: Path, project: str, label: str) -> Path:
+        """Rename a durable file into the spool under a new entry name (not synced)."""
+        folder = self.root / project / label
         target = folder / f"{time.time_ns():020d}-{secrets.token_hex(6)}.dcm"
         try:
             os.replace(partial, target)
@@ -68,8 +95,7 @@ class Spool:
                 raise
             folder.mkdir(parents=True, exist_ok=True)
             os.replace(partial, target)
-        fsync_folder(folder)
-        return SpoolEntry(path=target, project=project, source=target.parent.name)
+        return target
 
     def entries(self, limit: int | None = None) -> Iterator[SpoolEntry]:
         """Complete, unclaimed entries, oldest first within each project and source."""
@@ -128,8 +154,53 @@ class Spool:
             shutil.rmtree(owner.path, ignore_errors=True)  # only empty folders are left
         return released
 
-    def sweep(self) -> int:
-        return sweep_incoming(self.root)
+    def recover(self, *, at_start: bool) -> tuple[int, int]:
+        """Files left in `.incoming/` by processes that are gone (`at_start`: this one's too, which an
+        earlier process with the same pid may have left): marked ones whose bytes match their marker go into
+        the spool (they may have been acknowledged), the others are removed (they were not). Returns
+        (entries recovered, files removed)."""
+        recovered = removed = 0
+        folders: set[Path] = set()
+        for folder in dead_incoming_folders(self.root, include_own=at_start):
+            for leftover in folder.iterdir():
+                found = _marked(leftover)
+                if found is None:
+                    leftover.unlink(missing_ok=True)
+                    removed += 1
+                else:
+                    folders.add(self._enter(leftover, *found).parent)
+                    recovered += 1
+            if folder.name != _owner():
+                folder.rmdir()
+        for folder in folders:
+            fsync_folder(folder)
+        return recovered, removed
 
     def backlog(self) -> int:
         return sum(1 for _ in self.entries())
+
+
+def _marker(project: str, label: str, length: int, crc: int) -> bytes | None:
+    """The preamble of a durable spool file, or None when the names do not fit in it."""
+    names = f"{project}/{label}".encode()
+    marker = _MARKER.pack(_MAGIC, length, crc) + names
+    return marker.ljust(PREAMBLE, b"\x00") if len(marker) < PREAMBLE else None
+
+
+def _marked(path: Path) -> tuple[str, str] | None:
+    """(project, source label) of a file whose bytes match its marker; None for anything else."""
+    try:
+        with path.open("rb") as stream:
+            preamble = stream.read(PREAMBLE)
+            if len(preamble) < PREAMBLE or not preamble.startswith(_MAGIC):
+                return None
+            _, length, crc = _MARKER.unpack_from(preamble)
+            actual, size = 0, 0
+            while chunk := stream.read(1 << 20):
+                actual, size = zlib.crc32(chunk, actual), size + len(chunk)
+    except OSError:
+        return None
+    if size != length or actual != crc:
+        return None
+    project, _, label = preamble[_MARKER.size :].rstrip(b"\x00").decode("utf-8", "replace").partition("/")
+    return (project, label) if project and label else None

@@ -17,7 +17,7 @@ import queue
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,21 +104,30 @@ def process_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def sweep_incoming(root: Path) -> int:
-    """Remove partial files left by crashed processes of this host; returns how many there were."""
-    host = socket.gethostname()
-    removed = 0
+def dead_incoming_folders(root: Path, *, include_own: bool) -> Iterator[Path]:
+    """The folders of partial files under `root` of this host's processes that are gone (`include_own`: and
+    this process's own, at start-up: an earlier process may have had the same pid)."""
     base = root / INCOMING
     if not base.is_dir():
-        return 0
+        return
+    host = socket.gethostname()
     for folder in base.iterdir():
         owner, _, pid = folder.name.rpartition(".")
-        if owner != host or not pid.isdigit() or process_alive(int(pid)) and int(pid) != os.getpid():
+        if owner != host or not pid.isdigit():
             continue
+        own = int(pid) == os.getpid()
+        if (own and include_own) or (not own and not process_alive(int(pid))):
+            yield folder
+
+
+def sweep_incoming(root: Path) -> int:
+    """Remove partial files left by crashed processes of this host; returns how many there were."""
+    removed = 0
+    for folder in dead_incoming_folders(root, include_own=True):
         for leftover in folder.iterdir():
             leftover.unlink(missing_ok=True)
             removed += 1
-        if int(pid) != os.getpid():
+        if folder.name != _incoming_folder(root).name:
             folder.rmdir()
     return removed
 

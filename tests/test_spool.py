@@ -6,9 +6,11 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
-from bridge.spool import CLAIMED, Spool
+from bridge.spool import CLAIMED, PREAMBLE, Spool
+from storage.filestore import INCOMING
 
 
 def admitted(spool: Spool, count: int) -> list[Path]:
@@ -65,3 +67,61 @@ def test_claims_of_a_killed_process_not_yet_reaped_go_back(tmp_path: Path) -> No
         assert spool.backlog() == 1
     finally:
         child.wait()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+
+
+def received(folder: Path, name: str, body: bytes) -> tuple[Path, int]:
+    """A file as the listener writes it: a zero preamble, then `body`; and the CRC-32 it computes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(bytes(PREAMBLE) + body)
+    return path, zlib.crc32(body)
+
+
+def test_a_file_admitted_with_its_crc_carries_a_marker_in_its_preamble(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    body = b"DICM" + bytes(range(256)) * 40
+    partial, crc = received(spool.incoming, "a.part", body)
+    entry = spool.admit(partial, project="lung", source="c-store:PACS 1", crc=crc)
+    data = entry.path.read_bytes()
+    assert data[PREAMBLE:] == body and data[:PREAMBLE] != bytes(PREAMBLE)
+    assert b"lung/c-store:PACS_1" in data[:PREAMBLE]
+    # names too long for the marker: admitted the other way (folder synced), the preamble left as it was
+    partial, crc = received(spool.incoming, "b.part", body)
+    entry = spool.admit(partial, project="lung", source="x" * 120, crc=crc)
+    assert entry.path.read_bytes() == bytes(PREAMBLE) + body and spool.backlog() == 2
+
+
+def test_recovery_keeps_what_was_received_whole_and_removes_the_rest(tmp_path: Path) -> None:
+    """A crash can lose the rename of a file already fsynced and acknowledged: it is found in `.incoming/`
+    and checked against its marker. A torn or cut marked file, and an unmarked one, were never answered."""
+    spool = Spool(tmp_path)
+    body = b"DICM" + bytes(range(256)) * 4000
+    whole, torn, cut = [
+        spool.admit(received(spool.incoming, f"{n}.part", body)[0], project="lung", source="c-store:PACS", crc=crc)
+        for n, crc in enumerate([zlib.crc32(body)] * 3)
+    ]
+    dead = tmp_path / INCOMING / f"{socket.gethostname()}.{dead_pid()}"
+    dead.mkdir(parents=True)
+    for entry in (whole, torn, cut):
+        entry.path.rename(dead / entry.path.name)  # the renames were lost
+    data = bytearray((dead / torn.path.name).read_bytes())
+    data[50_000] ^= 0xFF
+    (dead / torn.path.name).write_bytes(bytes(data))
+    (dead / cut.path.name).write_bytes(data[:-100])
+    received(dead, "partial.part", body[:1000])
+    live = spool.incoming / "in-progress.part"  # this process is alive: its files are not touched
+    live.write_bytes(b"partial")
+    assert spool.backlog() == 0
+
+    assert spool.recover(at_start=False) == (1, 3)
+
+    (recovered,) = list(spool.entries())
+    assert recovered.project == "lung" and recovered.source == "c-store:PACS"
+    assert recovered.path.read_bytes()[PREAMBLE:] == body
+    assert not dead.exists() and live.exists()
+    assert spool.recover(at_start=True) == (0, 1) and not live.exists()  # at start-up: an earlier same pid's

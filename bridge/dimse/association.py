@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import ssl
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from bridge.dimse import messages, pdu, status
 from bridge.dimse.acceptance import AcceptancePolicy
 from bridge.dimse.receiver import StoreReceiver
 from bridge.settings import DimseSettings
+from bridge.spool import PREAMBLE
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +66,15 @@ class _Reader:
             raise PeerGone()
         return data
 
-    def copy(self, length: int, fd: int | None) -> None:
-        """Move `length` bytes to the file `fd` (or drop them when None)."""
+    def copy(self, length: int, sink: _Incoming | None) -> None:
+        """Move `length` bytes to `sink` (or drop them when None)."""
         while length:
             view = self.buffer[: min(length, _CHUNK)]
             got = self.stream.readinto(view)
             if not got:
                 raise PeerGone()
-            if fd is not None:
-                _write_all(fd, view[:got])
+            if sink is not None:
+                sink.write(view[:got])
             length -= got
 
 
@@ -82,12 +84,19 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 class _Incoming:
-    """The dataset of one C-STORE being written to the spool's incoming folder."""
+    """The dataset of one C-STORE being written to the spool's incoming folder, and the CRC-32 of what follows
+    its preamble (the spool's marker: computed as it passes, not read back)."""
 
     def __init__(self, folder: Path, header: bytes) -> None:
         self.path = folder / f"{secrets.token_hex(8)}.part"
         self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         _write_all(self.fd, memoryview(header))
+        self.crc = zlib.crc32(memoryview(header)[PREAMBLE:])
+
+    def write(self, data: memoryview) -> None:
+        assert self.fd is not None
+        _write_all(self.fd, data)
+        self.crc = zlib.crc32(data, self.crc)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -296,7 +305,7 @@ class Association:
         if request is None or context_id != self.request_context:
             raise pdu.ProtocolError("dataset fragment without its C-STORE-RQ", pdu.ABORT_INVALID_PARAMETER)
         incoming = self.incoming
-        self.reader.copy(length, incoming.fd if incoming is not None else None)
+        self.reader.copy(length, incoming)
         if not last:
             return
         if incoming is None:
@@ -309,6 +318,7 @@ class Association:
                 path=incoming.path,
                 sop_class_uid=request.sop_class_uid,
                 sop_instance_uid=request.sop_instance_uid,
+                crc=incoming.crc,
             )
             if answer != status.SUCCESS:  # admitted: renamed into the spool; refused: quarantined as a copy
                 incoming.path.unlink(missing_ok=True)

@@ -35,8 +35,18 @@ class StoreReceiver:
         logger.error("free space below dimse.min_free_space_mb: refusing instances (0xA700)")
         return False
 
-    def store(self, *, project: str, calling_ae: str, path: Path, sop_class_uid: str, sop_instance_uid: str) -> int:
-        """One received C-STORE dataset in `path`: the status to answer with."""
+    def store(
+        self,
+        *,
+        project: str,
+        calling_ae: str,
+        path: Path,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        crc: int | None = None,
+    ) -> int:
+        """One received C-STORE dataset in `path`: the status to answer with. `crc`: the CRC-32 of the file
+        after its preamble, when the writer computed it (the spool then needs one disk flush, not two)."""
         source = f"c-store:{calling_ae}"
         try:
             ds = read_instance(path, tags=CHECKED_TAGS)  # the rest is read by the ingest worker
@@ -53,7 +63,7 @@ class StoreReceiver:
             logger.exception("could not read a received instance")
             return status.PROCESSING_FAILURE
         try:
-            self.spool.admit(path, project=project, source=source)  # the workers find it there
+            self.spool.admit(path, project=project, source=source, crc=crc)  # the workers find it there
         except OSError:  # not durable, so not acknowledged: the peer sends it again (a resend is idempotent)
             logger.exception("could not make a received instance durable in the spool")
             return status.OUT_OF_RESOURCES

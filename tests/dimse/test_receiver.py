@@ -16,7 +16,7 @@ class _FullDisk(Spool):
     """A spool on a disk that fills up during the fsync: simulated, since a test cannot fill a real disk
     safely (and runs as root, so permissions cannot refuse the write either)."""
 
-    def admit(self, partial: Path, *, project: str, source: str) -> SpoolEntry:
+    def admit(self, partial: Path, *, project: str, source: str, crc: int | None = None) -> SpoolEntry:
         raise OSError(errno.ENOSPC, "No space left on device")
 
 

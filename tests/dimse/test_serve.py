@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import pydicom
@@ -20,6 +21,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from bridge.dimse.scu import c_store
+from bridge.spool import Spool
+from storage.filestore import INCOMING
 from tests import factory
 from tests.dimse.conftest import StartBridge
 from tests.dimse.harness import DCMTK_ENV, spool_files
@@ -269,6 +272,39 @@ def test_sigkill_loses_nothing_acknowledged(start_bridge: StartBridge, tmp_path:
     indexed = {uid for uid, _, _ in rows}
     assert {pseudo_uid(key, sop) for sop in acknowledged} <= indexed
     assert spool_files(tmp_path) == []
+
+
+def test_received_files_whose_rename_a_crash_lost_are_ingested_at_start(
+    start_bridge: StartBridge, tmp_path: Path
+) -> None:
+    """An instance is acknowledged once its file is fsynced with its marker; the rename into the spool is not
+    synced. Files a crash left in `.incoming/` are checked against their marker at the next start: the whole
+    one is ingested, the torn one (never acknowledged) removed, not quarantined."""
+    spool = Spool(tmp_path / "spool")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / "spool" / INCOMING / f"{socket.gethostname()}.{dead.stdout.strip()}"
+    left.mkdir(parents=True)
+    whole, torn = factory.make_series(factory.make_patient(9), count=2)
+    for ds in (whole, torn):
+        (path,) = factory.write_files([ds], spool.incoming)
+        entry = spool.admit(path, project="open", source="c-store:SCU", crc=zlib.crc32(path.read_bytes()[128:]))
+        entry.path.rename(left / entry.path.name)
+        if ds is torn:
+            data = bytearray((left / entry.path.name).read_bytes())
+            data[-10] ^= 0xFF
+            (left / entry.path.name).write_bytes(bytes(data))
+
+    bridge = start_bridge()
+    bridge.wait_for("open", 1)
+    deadline = time.monotonic() + 30
+    while spool_files(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert spool_files(tmp_path) == [] and not left.exists()
+    bridge.stop()
+    assert bridge.status()["open"]["instances"] == 1
+    assert not list((tmp_path / "quarantine").rglob("*.dcm"))
+    log = bridge.log.read_text()
+    assert "recovered 1 received instances" in log and "removed 1 partially received" in log
 
 
 def test_a_taken_port_is_a_clear_start_up_error(tmp_path: Path) -> None:
