@@ -25,7 +25,7 @@ from bridge.spool import Spool, SpoolEntry
 logger = logging.getLogger(__name__)
 
 WORKER_NICENESS = 10
-CLAIM_BATCH = 8
+CLAIM_BATCH = 16
 IDLE_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 60.0
 
