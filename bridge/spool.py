@@ -9,8 +9,8 @@ to the application) is given a marker holding the entry's project and source, it
 the rest of the file. The rename into the spool follows without syncing the folder (a second disk flush on
 every C-STORE's path): if a crash loses the rename, recovery at the next start finds the file in
 `.incoming/`, checks it against its marker and puts it in the spool. What fails the check was never
-acknowledged (the marker is durable only with the bytes it describes) and is removed, as are unmarked
-partial files.
+acknowledged (Success is answered after the fsync, and a file fsynced whole matches its marker) and is
+removed, as are unmarked partial files.
 
 Workers claim entries by renaming them into `<root>/.claimed/<host>.<pid>/`, so any number of listener and
 worker processes share one spool without a coordinator; the claims of a process that died are put back.

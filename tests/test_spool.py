@@ -22,6 +22,11 @@ def admitted(spool: Spool, count: int) -> list[Path]:
     return paths
 
 
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+
+
 def test_admit_claim_done_and_unclaim(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     admitted(spool, 3)
@@ -38,8 +43,7 @@ def test_admit_claim_done_and_unclaim(tmp_path: Path) -> None:
 def test_claims_of_a_dead_process_go_back(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     admitted(spool, 2)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    owner = tmp_path / CLAIMED / f"{socket.gethostname()}.{dead.stdout.strip()}"
+    owner = tmp_path / CLAIMED / f"{socket.gethostname()}.{dead_pid()}"
     for entry in spool.entries():
         target = owner / entry.project / entry.source / entry.path.name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -67,11 +71,6 @@ def test_claims_of_a_killed_process_not_yet_reaped_go_back(tmp_path: Path) -> No
         assert spool.backlog() == 1
     finally:
         child.wait()
-
-
-def dead_pid() -> int:
-    """The pid of a process that has ended (and been reaped)."""
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
 
 
 def received(folder: Path, name: str, body: bytes) -> tuple[Path, int]:
