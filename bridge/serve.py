@@ -3,7 +3,8 @@
 The serving process runs one listener and the pull schedules itself, and supervises the other processes:
 `dimse.listeners - 1` more listeners on the same port (SO_REUSEPORT: the kernel spreads associations over
 them, so receiving uses every core) and `dimse.workers` ingest workers. Start-up puts back what crashed
-processes had claimed from the spool, so what an earlier run acknowledged is finished first.
+processes had claimed from the spool, and what they had received whole but not yet renamed into it, so what
+an earlier run acknowledged is finished first.
 SIGTERM/SIGINT: schedules stop after the study they are on, listeners stop accepting, open associations
 finish, workers empty the spool, then everything exits; whatever is left stays in the spool for the next
 start.
