@@ -14,7 +14,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.settings import ConfigError, SecuritySettings
+from bridge.errors import ConfigError
+from bridge.settings import SecuritySettings
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
-"""`pacs-bridge serve`: start-up, listeners, ingest workers, pull schedules, supervision, and a clean stop.
+"""`pacs-bridge serve`, the composition root of the service: one runtime, the intake, the pull schedules.
 
-The serving process runs one listener and the pull schedules itself, and supervises the other processes:
-`dimse.listeners - 1` more listeners on the same port (SO_REUSEPORT: the kernel spreads associations over
-them, so receiving uses every core) and `dimse.workers` ingest workers. Start-up puts back what crashed
-processes had claimed from the spool, and what they had received whole but not yet renamed into it, so what
-an earlier run acknowledged is finished first.
+The serving process owns one `Runtime` (one database) and hands it down. The intake is what receives:
+one DICOM listener in this process, `dimse.listeners - 1` more listener processes on the same port
+(SO_REUSEPORT: the kernel spreads associations over them, so receiving uses every core) and
+`dimse.workers` ingest worker processes, all supervised from here. Start-up puts back what crashed
+processes had claimed from the spool, and what they had received whole but not yet renamed into it, so
+what an earlier run acknowledged is finished first.
 SIGTERM/SIGINT: schedules stop after the study they are on, listeners stop accepting, open associations
 finish, workers empty the spool, then everything exits; whatever is left stays in the spool for the next
 start.
+
+A command-line C-MOVE pull with no `serve` running runs the intake alone (`receiving`), never the schedules.
 """
 
 from __future__ import annotations
@@ -19,19 +22,23 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-from bridge.dimse.receiver import StoreReceiver
-from bridge.dimse.server import Listener, audit_with
-from bridge.logs import configure_logging
-from bridge.runtime import open_ingest, prepare
-from bridge.schedules import Schedules
+from bridge.dimse.acceptor import Acceptor, audit_with
+from bridge.dimse.association import Services
+from bridge.dimse.store import StoreService
+from bridge.errors import ConfigError, RemoteError
+from bridge.ingest.workers import run_spool_worker
+from bridge.process.logs import configure_logging
+from bridge.process.signals import interrupt_ignored
+from bridge.pull.schedules import Schedules
 from bridge.settings import Settings
-from bridge.signals import interrupt_ignored
-from bridge.spool import Spool
-from bridge.workers import run_worker
+from bridge.wiring import Runtime
+from storage.spool import Spool
 
 logger = logging.getLogger(__name__)
 _SUPERVISE_SECONDS = 0.5
@@ -40,69 +47,110 @@ _SUPERVISE_SECONDS = 0.5
 def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run until `stop` is set or SIGTERM/SIGINT arrives."""
     stop = stop or threading.Event()
-    prepare(settings)
-    spool = Spool(settings.storage.spool_dir)
-    recovered, leftovers = spool.recover(at_start=True)
-    if recovered:
-        logger.info("recovered %d received instances left outside the spool by an earlier crash", recovered)
-    if leftovers:
-        logger.info("removed %d partially received instances left by an earlier crash", leftovers)
-    released = spool.release_dead_claims()
-    backlog = spool.backlog()
-    if backlog:
-        logger.info("resuming %d received instances from the spool (%d were being ingested)", backlog, released)
+    with Runtime.start(settings) as runtime:
+        intake = Intake(settings, runtime)  # fails early: port taken
+        dimse = settings.dimse
+        logger.info(
+            "listening on %s:%d as %s%s (%d listener processes, %d ingest workers)",
+            dimse.host,
+            intake.port,
+            dimse.ae_title,
+            " (TLS)" if dimse.tls.enabled else "",
+            dimse.listeners,
+            dimse.workers,
+        )
 
-    listener = _Listener(settings, spool, reuse_port=settings.dimse.listeners > 1)  # fails early: port taken
-    context = multiprocessing.get_context("spawn")  # safe to start from a process with threads
-    processes = _Processes(settings, spool, context)
-    processes.start()
-    dimse = settings.dimse
-    logger.info(
-        "listening on %s:%d as %s%s (%d listener processes, %d ingest workers)",
-        dimse.host,
-        listener.port,
-        dimse.ae_title,
-        " (TLS)" if dimse.tls.enabled else "",
-        dimse.listeners,
-        dimse.workers,
-    )
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            logger.info("received %s: stopping", signal.Signals(signum).name)
+            stop.set()
 
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, request_stop)
+            signal.signal(signal.SIGINT, request_stop)
+        # the schedules' C-MOVE pulls are received by this intake's listener
+        schedules = Schedules(settings, runtime, open_services=functools.partial(Runtime.open, settings))
+        try:
+            schedules.start()
+            while not stop.wait(_SUPERVISE_SECONDS):
+                intake.supervise()
+        finally:
+            schedules.stop()  # a running pull ends after its study, while the listener still takes its C-MOVEs
+            intake.stop()
+            logger.info("stopped")
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
-    schedules = Schedules(settings, listener.ingest.database)
+
+@contextmanager
+def receiving(settings: Settings, runtime: Runtime, called: str) -> Iterator[None]:
+    """While inside: a listener receives C-MOVE sub-operations for `called`. A running `serve` does; else the
+    intake runs here (listeners and ingest workers, no schedules), and on leaving it stops after its spool is
+    ingested."""
+    from bridge.remotes.scu import association_answers
+
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.dimse.host, settings.dimse.host)
+    if association_answers(
+        host, settings.dimse.port, calling_ae=settings.dimse.ae_title, called_ae=called, tls=settings.dimse.tls.enabled
+    ):
+        yield
+        return
     try:
-        schedules.start()
-        while not stop.wait(_SUPERVISE_SECONDS):
-            processes.supervise()
+        intake = Intake(settings, runtime)
+    except ConfigError as error:
+        raise RemoteError(f"cannot receive C-MOVE on port {settings.dimse.port}: {error}") from None
+    done = threading.Event()
+
+    def supervise() -> None:
+        while not done.wait(_SUPERVISE_SECONDS):
+            intake.supervise()
+
+    supervisor = threading.Thread(target=supervise, name="pull-intake", daemon=True)
+    supervisor.start()
+    try:
+        yield
     finally:
-        schedules.stop()  # a running pull ends after its study, while the listener still takes its C-MOVEs
-        listener.stop(settings.dimse.dimse_timeout)
-        processes.stop(settings.dimse.dimse_timeout)
-        logger.info("stopped")
+        done.set()
+        supervisor.join()
+        intake.stop()
 
 
-class _Listener:
-    """A DICOM listener in this process: the receiver, its server, and its graceful stop."""
+class Intake:
+    """Everything that receives: this process's listener, the extra listener processes and the ingest
+    workers; started at once (after the spool's crash recovery), replaced when they die, stopped in order."""
 
-    def __init__(self, settings: Settings, spool: Spool, *, reuse_port: bool) -> None:
-        self.ingest = open_ingest(settings, "serve:dimse")
-        receiver = StoreReceiver(
-            spool=spool, ingest=self.ingest, min_free_bytes=settings.dimse.min_free_space_mb * 1024 * 1024
-        )
-        self.server = Listener(
-            settings, receiver, audit_with(self.ingest.database, "serve:dimse"), reuse_port=reuse_port
-        )
-        self.port = self.server.port
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.spool = Spool(settings.storage.spool_dir)
+        recovered, leftovers = self.spool.recover(at_start=True)
+        if recovered:
+            logger.info("recovered %d received instances left outside the spool by an earlier crash", recovered)
+        if leftovers:
+            logger.info("removed %d partially received instances left by an earlier crash", leftovers)
+        released = self.spool.release_dead_claims()
+        backlog = self.spool.backlog()
+        if backlog:
+            logger.info("resuming %d received instances from the spool (%d were being ingested)", backlog, released)
+        self.listener = listen(settings, runtime, self.spool, reuse_port=settings.dimse.listeners > 1)
+        self.port = self.listener.port
+        self.processes = _Processes(settings, self.spool, multiprocessing.get_context("spawn"))
+        self.processes.start()
 
-    def stop(self, grace: float) -> None:
-        """No new associations; open ones get `grace` seconds to finish."""
-        self.server.stop(grace)
-        self.ingest.database.dispose()
+    def supervise(self) -> None:
+        self.processes.supervise()
+
+    def stop(self) -> None:
+        """No new associations; open ones get `dimse.dimse_timeout` to finish; workers then empty the spool."""
+        grace = self.settings.dimse.dimse_timeout
+        self.listener.stop(grace)
+        self.processes.stop(grace)
+
+
+def listen(settings: Settings, runtime: Runtime, spool: Spool, *, reuse_port: bool) -> Acceptor:
+    """A DICOM listener in this process, answering C-ECHO and C-STORE into `spool`."""
+    store = StoreService(
+        spool=spool,
+        ingest=runtime.ingest("serve:dimse"),
+        min_free_bytes=settings.dimse.min_free_space_mb * 1024 * 1024,
+    )
+    return Acceptor(settings, Services(store=store), audit_with(runtime.database, "serve:dimse"), reuse_port=reuse_port)
 
 
 def run_listener(settings: Settings, stop: Any, supervisor: int) -> None:
@@ -111,12 +159,13 @@ def run_listener(settings: Settings, stop: Any, supervisor: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(settings.log_level)
-    listener = _Listener(settings, Spool(settings.storage.spool_dir), reuse_port=True)
-    while not stop.wait(_SUPERVISE_SECONDS):
-        if os.getppid() != supervisor:  # the serving process died (SIGKILL): no one would stop this one
-            logger.error("the serving process is gone: this listener stops")
-            break
-    listener.stop(settings.dimse.dimse_timeout)
+    with Runtime.open(settings) as runtime:
+        listener = listen(settings, runtime, Spool(settings.storage.spool_dir), reuse_port=True)
+        while not stop.wait(_SUPERVISE_SECONDS):
+            if os.getppid() != supervisor:  # the serving process died (SIGKILL): no one would stop this one
+                logger.error("the serving process is gone: this listener stops")
+                break
+        listener.stop(settings.dimse.dimse_timeout)
 
 
 class _Processes:
@@ -138,28 +187,20 @@ class _Processes:
         for _ in range(self.settings.dimse.listeners - 1):
             self.listeners.append(self._listener())
 
-    def _worker(self) -> BaseProcess:
-        open_service = functools.partial(open_ingest, self.settings, "serve:ingest")
-        process = self.context.Process(
-            target=run_worker,
-            args=(open_service, self.spool.root, self.drain, self.stop_workers, self.settings.log_level, os.getpid()),
-            name="pacs-bridge-ingest",
-            daemon=True,
-        )
+    def _start(self, target: Any, args: tuple[Any, ...], name: str) -> BaseProcess:
+        process = self.context.Process(target=target, args=args, name=name, daemon=True)
         with interrupt_ignored():
             process.start()
         return process  # type: ignore[no-any-return]
 
+    def _worker(self) -> BaseProcess:
+        open_services = functools.partial(Runtime.open, self.settings)
+        args = (open_services, "serve:ingest", self.spool.root, self.drain, self.stop_workers)
+        return self._start(run_spool_worker, (*args, self.settings.log_level, os.getpid()), "pacs-bridge-ingest")
+
     def _listener(self) -> BaseProcess:
-        process = self.context.Process(
-            target=run_listener,
-            args=(self.settings, self.stop_listeners, os.getpid()),
-            name="pacs-bridge-listener",
-            daemon=True,
-        )
-        with interrupt_ignored():
-            process.start()
-        return process  # type: ignore[no-any-return]
+        args = (self.settings, self.stop_listeners, os.getpid())
+        return self._start(run_listener, args, "pacs-bridge-listener")
 
     def supervise(self) -> None:
         """Replace dead processes; what a dead worker had claimed goes back to the spool, and what a dead

@@ -16,13 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridge.errors import ConfigError
+
 ENV_PREFIX = "PACS_BRIDGE_"
 CONFIG_ENV = "PACS_BRIDGE_CONFIG"
 DEFAULT_CONFIG = Path("config/bridge.toml")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, naming the key and what to do."""
 
 
 class Section(BaseModel):

@@ -7,7 +7,7 @@ from typing import TypedDict
 
 from sqlmodel import Session
 
-from storage.models import AuditEvent
+from storage.models.research import AuditEvent
 
 
 class EventRow(TypedDict):

@@ -1,4 +1,5 @@
-"""Repository functions of the research index. They take the session and never commit on their own.
+"""Writes to the research index (reads are `storage.queries`). They take the session and never commit on their
+own.
 
 Rows that parallel workers may create at the same moment (project, subject, timepoint, series, instance)
 are inserted with insert-or-ignore on their unique key and then read back, so that two nodes agree.
@@ -8,24 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypedDict, TypeVar
 
-from sqlalchemy import Table, bindparam, func, update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.sql.dml import Update
 from sqlmodel import Session, select
 
-from storage.models import (
-    Instance,
-    Project,
-    QuarantineItem,
-    ResearchModel,
-    Series,
-    Subject,
-    Timepoint,
-    utcnow,
-)
+from storage.models.common import utcnow
+from storage.models.research import Instance, Project, ResearchModel, Series, Subject, Timepoint
 from storage.upsert import insert_ignore, insert_ignore_one
 
 Row = TypeVar("Row", bound=ResearchModel)
@@ -52,111 +44,43 @@ def ensure_subject(session: Session, *, project_id: int, subject_code: str) -> S
     return _ensure(session, Subject, {"project_id": project_id, "subject_code": subject_code}, {})[0]
 
 
-@dataclass(frozen=True)
-class TimepointFields:
-    study_uid: str
-    study_date: dt.date | None
-    label: str | None
-    description: str | None
-
-
 def ensure_timepoint(
-    session: Session, *, project_id: int, subject_id: int, fields: TimepointFields
+    session: Session, *, project_id: int, subject_id: int, values: dict[str, Any]
 ) -> tuple[Timepoint, bool]:
-    timepoint, created = _ensure(
-        session,
-        Timepoint,
-        {"project_id": project_id, "study_uid": fields.study_uid},
-        {
-            "subject_id": subject_id,
-            "study_date": fields.study_date,
-            "label": fields.label,
-            "description": fields.description,
-        },
-    )
-    if created:
-        recompute_baseline(session, subject_id=subject_id)
-        session.refresh(timepoint)
-    return timepoint, created
+    """The timepoint of `values["study_uid"]`, created with `values` (its columns) if new; (row, created)."""
+    key = {"project_id": project_id, "study_uid": values["study_uid"]}
+    others = {column: value for column, value in values.items() if column != "study_uid"}
+    return _ensure(session, Timepoint, key, {"subject_id": subject_id, **others})
 
 
-def recompute_baseline(session: Session, *, subject_id: int) -> None:
-    """Days from baseline of every timepoint of a subject; baseline is the earliest dated study."""
-    timepoints = session.exec(select(Timepoint).where(Timepoint.subject_id == subject_id)).all()
-    dates = [t.study_date for t in timepoints if t.study_date is not None]
-    baseline = min(dates) if dates else None
-    for timepoint in timepoints:
-        days = (timepoint.study_date - baseline).days if baseline and timepoint.study_date else None
-        if timepoint.days_from_baseline != days:
-            timepoint.days_from_baseline = days
+def timepoints_of(session: Session, *, subject_id: int) -> list[Timepoint]:
+    return list(session.exec(select(Timepoint).where(Timepoint.subject_id == subject_id)).all())
+
+
+def set_days_from_baseline(session: Session, days: dict[int, int | None]) -> None:
+    """Store each timepoint's interval from its subject's baseline (timepoint id -> days), where it changed."""
+    for timepoint in session.exec(select(Timepoint).where(Timepoint.id.in_(list(days)))).all():  # type: ignore[union-attr]
+        assert timepoint.id is not None
+        if timepoint.days_from_baseline != days[timepoint.id]:
+            timepoint.days_from_baseline = days[timepoint.id]
             session.add(timepoint)
     session.flush()
 
 
-@dataclass(frozen=True)
-class SeriesFields:
-    series_uid: str
-    modality: str | None = None
-    body_part: str | None = None
-    description: str | None = None
-    series_number: int | None = None
-    frame_of_reference_uid: str | None = None
-    manufacturer: str | None = None
-    model: str | None = None
-    slice_thickness: float | None = None
-    pixel_spacing_row: float | None = None
-    pixel_spacing_col: float | None = None
-    kvp: float | None = None
-    convolution_kernel: str | None = None
-    contrast_agent: str | None = None
-
-
-def ensure_series(session: Session, *, project_id: int, timepoint: Timepoint, fields: SeriesFields) -> Series:
-    values = {k: v for k, v in fields.__dict__.items() if k != "series_uid"}
-    series, created = _ensure(
-        session,
-        Series,
-        {"project_id": project_id, "series_uid": fields.series_uid},
-        {"timepoint_id": timepoint.id, **values},
-    )
+def ensure_series(session: Session, *, project_id: int, timepoint: Timepoint, values: dict[str, Any]) -> Series:
+    """The series of `values["series_uid"]`, created with `values` (its columns) if new, and then counted in
+    its timepoint (series and modalities)."""
+    key = {"project_id": project_id, "series_uid": values["series_uid"]}
+    others = {column: value for column, value in values.items() if column != "series_uid"}
+    series, created = _ensure(session, Series, key, {"timepoint_id": timepoint.id, **others})
     if created:
-        modalities = set(filter(None, timepoint.modalities.split(","))) | {fields.modality or ""}
+        modalities = set(filter(None, timepoint.modalities.split(","))) | {values.get("modality") or ""}
         session.execute(
             update(Timepoint)
             .where(Timepoint.id == timepoint.id)  # type: ignore[arg-type]
             .values(series_count=Timepoint.series_count + 1, modalities=",".join(sorted(filter(None, modalities))))
         )
     return series
-
-
-def find_instance(session: Session, *, project_id: int, sop_instance_uid: str) -> Instance | None:
-    statement = select(Instance).where(Instance.project_id == project_id, Instance.sop_instance_uid == sop_instance_uid)
-    return session.exec(statement).first()
-
-
-def indexed_uids(session: Session, *, project_id: int, sop_instance_uids: list[str]) -> set[str]:
-    """Which of these (pseudo) SOP Instance UIDs the project already holds."""
-    held: set[str] = set()
-    for start in range(0, len(sop_instance_uids), 500):
-        batch = sop_instance_uids[start : start + 500]
-        statement = select(Instance.sop_instance_uid).where(
-            Instance.project_id == project_id,
-            Instance.sop_instance_uid.in_(batch),  # type: ignore[attr-defined]
-        )
-        held.update(session.exec(statement).all())
-    return held
-
-
-def series_counts(session: Session, *, project_id: int, series_uids: list[str]) -> dict[str, int]:
-    """Instances indexed per (pseudo) Series Instance UID, for those the project holds."""
-    counts: dict[str, int] = {}
-    for start in range(0, len(series_uids), 500):
-        statement = select(Series.series_uid, Series.instance_count).where(
-            Series.project_id == project_id,
-            Series.series_uid.in_(series_uids[start : start + 500]),  # type: ignore[attr-defined]
-        )
-        counts.update({str(uid): int(count) for uid, count in session.exec(statement).all()})
-    return counts
 
 
 class InstanceRow(TypedDict):
@@ -211,42 +135,3 @@ def _count_updates() -> tuple[Update, Update]:
         )
 
     return statement(Series.__table__), statement(Timepoint.__table__)  # type: ignore[attr-defined]
-
-
-def find_quarantined(session: Session, *, project_id: int | None, sha256: str) -> QuarantineItem | None:
-    statement = select(QuarantineItem).where(QuarantineItem.sha256 == sha256, QuarantineItem.project_id == project_id)
-    return session.exec(statement).first()
-
-
-@dataclass(frozen=True)
-class ProjectCounts:
-    name: str
-    subjects: int
-    timepoints: int
-    series: int
-    instances: int
-    quarantined: int
-
-
-def project_counts(session: Session, names: list[str]) -> list[ProjectCounts]:
-    """Counts per project, for `status`; projects not yet in the database count zero."""
-    by_id = {p.id: p.name for p in session.exec(select(Project)).all()}
-
-    def tally(model: type[ResearchModel]) -> dict[str, int]:
-        column = model.project_id  # type: ignore[attr-defined]
-        rows = session.exec(select(column, func.count()).group_by(column)).all()
-        return {by_id[pid]: n for pid, n in rows if pid in by_id}
-
-    subjects, timepoints, series = tally(Subject), tally(Timepoint), tally(Series)
-    instances, quarantined = tally(Instance), tally(QuarantineItem)
-    return [
-        ProjectCounts(
-            name=name,
-            subjects=subjects.get(name, 0),
-            timepoints=timepoints.get(name, 0),
-            series=series.get(name, 0),
-            instances=instances.get(name, 0),
-            quarantined=quarantined.get(name, 0),
-        )
-        for name in sorted(set(names) | set(by_id.values()))
-    ]

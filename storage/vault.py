@@ -7,66 +7,18 @@ Identifiers are encrypted (AES-GCM, key from the configured secret); lookups go 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Column, DateTime, LargeBinary, MetaData, UniqueConstraint, func
-from sqlalchemy.orm import registry
-from sqlmodel import Field, Session, SQLModel, select
+from sqlalchemy import func
+from sqlmodel import Session, select
 
 from storage.audit import record_event
+from storage.models.vault import VaultStudy, VaultSubject, VaultUid
 from storage.upsert import insert_ignore
-
-vault_metadata = MetaData()
-
-
-class VaultModel(SQLModel, registry=registry(metadata=vault_metadata)):
-    """Base of every vault table."""
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-class VaultSubject(VaultModel, table=True):
-    """One patient of one project: keyed hash of (issuer, patient ID) -> subject code, identity encrypted."""
-
-    __tablename__ = "vault_subject"
-    __table_args__ = (
-        UniqueConstraint("project", "patient_key"),
-        UniqueConstraint("project", "subject_number"),
-    )
-    id: int | None = Field(default=None, primary_key=True)
-    project: str = Field(max_length=64)
-    patient_key: str = Field(max_length=64)
-    subject_number: int
-    subject_code: str = Field(max_length=64)
-    identity: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at: dt.datetime = Field(
-        default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False, default=_now)
-    )
-
-
-class VaultUid(VaultModel, table=True):
-    """Pseudo UID -> original UID (encrypted)."""
-
-    __tablename__ = "vault_uid"
-    project: str = Field(primary_key=True, max_length=64)
-    pseudo_uid: str = Field(primary_key=True, max_length=64)
-    original: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-
-
-class VaultStudy(VaultModel, table=True):
-    """Pseudo Study Instance UID -> original accession number (encrypted)."""
-
-    __tablename__ = "vault_study"
-    project: str = Field(primary_key=True, max_length=64)
-    pseudo_study_uid: str = Field(primary_key=True, max_length=64)
-    accession: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 @dataclass(frozen=True)
@@ -105,18 +57,19 @@ def add_subject(
     *,
     project: str,
     patient_key: str,
-    prefix: str,
+    code_of: Callable[[int], str],
     identity: Identity,
     cipher: VaultCipher,
 ) -> VaultSubject:
-    """Allocate the next subject number of the project. The caller retries on a unique-constraint race."""
+    """Allocate the next subject number of the project; `code_of` turns it into the subject code (the
+    project's rule). The caller retries on a unique-constraint race."""
     highest = session.exec(select(func.max(VaultSubject.subject_number)).where(VaultSubject.project == project)).one()
     number = (highest or 0) + 1
     subject = VaultSubject(
         project=project,
         patient_key=patient_key,
         subject_number=number,
-        subject_code=f"{prefix}-{number:04d}",
+        subject_code=code_of(number),
         identity=cipher.seal(json.dumps(identity.__dict__)),
     )
     session.add(subject)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from bridge.runtime import Runtime, open_runtime
 from bridge.settings import Settings
+from bridge.wiring import Runtime
+from tests.serve_process import BridgeProcess, StartBridge, free_port, write_serve_config
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -65,26 +66,11 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[Runtime]:
-    opened = open_runtime(settings, actor="test")
+    opened = Runtime.start(settings)
     try:
         yield opened
     finally:
         opened.close()
-
-
-def config_head(folder: Path, database_url: str, log_level: str = "INFO") -> str:
-    """The TOML every test configuration starts with: database, folders and secret under `folder`."""
-    return f"""
-log_level = "{log_level}"
-[database]
-url = "{database_url}"
-[storage]
-store_dir = "{folder / "store"}"
-quarantine_dir = "{folder / "quarantine"}"
-spool_dir = "{folder / "spool"}"
-[security]
-secret_file = "{folder / "secret.key"}"
-"""
 
 
 def dciodvfy_errors(path: Path) -> list[str]:
@@ -95,3 +81,34 @@ def dciodvfy_errors(path: Path) -> list[str]:
         ["dciodvfy", "-new", "-filename", str(path)], capture_output=True, text=True, errors="replace", timeout=60
     )
     return [line for line in (completed.stdout + completed.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.fixture
+def start_bridge(tmp_path: Path) -> Iterator[StartBridge]:
+    """Start `serve` with a test configuration; every process started is stopped (or killed) afterwards."""
+    started: list[BridgeProcess] = []
+
+    def start(
+        database_url: str | None = None,
+        extra: str = "",
+        dimse: str = "",
+        port: int | None = None,
+        restart: BridgeProcess | None = None,
+    ) -> BridgeProcess:
+        if restart is not None:
+            bridge = BridgeProcess(config=restart.config, port=restart.port, log=restart.log)
+        else:
+            port = port or free_port()
+            url = database_url or f"sqlite:///{tmp_path / 'bridge.db'}"
+            config = write_serve_config(tmp_path, url, port, extra=extra, dimse=dimse)
+            bridge = BridgeProcess(config=config, port=port, log=tmp_path / "serve.log")
+        started.append(bridge)
+        return bridge.start()
+
+    yield start
+    for bridge in started:
+        if bridge.process is not None and bridge.process.poll() is None:
+            try:
+                bridge.stop(timeout=30)
+            except Exception:
+                bridge.kill()

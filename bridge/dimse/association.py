@@ -1,8 +1,9 @@
 """One accepted connection, from A-ASSOCIATE-RQ to release or abort, in its own thread.
 
-Received dataset fragments go from the socket straight into a file in the spool's incoming folder (no
-decode, bounded memory); when the last fragment is in, the receiver checks and admits the file and the
-C-STORE is answered. The association never waits for anything but its own peer, so a stalled peer only
+Each DIMSE request is handed to the service that serves it (`Services`: C-ECHO here, C-STORE by the store
+service). A C-STORE's dataset fragments go from the socket straight into a spool file (no decode, bounded
+memory); when the last fragment is in, the store service checks and admits the file and the C-STORE is
+answered. The association never waits for anything but its own peer, so a stalled peer only
 holds its own thread until a timeout aborts it:
 
 - `acse_timeout`: for the A-ASSOCIATE-RQ after the connection opens (and the TLS handshake);
@@ -14,25 +15,21 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import secrets
 import socket
 import ssl
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import cast
 
 from pynetdicom.presentation import PresentationContext
 
-from bridge.deid.deidentify import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
-from bridge.dicomio import received_file_header
-from bridge.dimse import messages, pdu, status
-from bridge.dimse.acceptance import AcceptancePolicy
-from bridge.dimse.receiver import StoreReceiver
+from bridge.dicom import status
+from bridge.dicom.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from bridge.dimse import messages, pdu
+from bridge.dimse.callers import CallerPolicy
+from bridge.dimse.store import StoreService
 from bridge.settings import DimseSettings
-from bridge.spool import PREAMBLE
+from storage.spool import IncomingFile
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +63,7 @@ class _Reader:
             raise PeerGone()
         return data
 
-    def copy(self, length: int, sink: _Incoming | None) -> None:
+    def copy(self, length: int, sink: IncomingFile | None) -> None:
         """Move `length` bytes to `sink` (or drop them when None)."""
         while length:
             view = self.buffer[: min(length, _CHUNK)]
@@ -78,34 +75,12 @@ class _Reader:
             length -= got
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        data = data[os.write(fd, data) :]
+@dataclass(frozen=True)
+class Services:
+    """What the associations of a listener hand their requests to, one service per DIMSE service class:
+    C-STORE today; the Query/Retrieve SCP (C-FIND, C-MOVE, C-GET) takes its place beside it."""
 
-
-class _Incoming:
-    """The dataset of one C-STORE being written to the spool's incoming folder, and the CRC-32 of what follows
-    its preamble (the spool's marker: computed as it passes, not read back)."""
-
-    def __init__(self, folder: Path, header: bytes) -> None:
-        self.path = folder / f"{secrets.token_hex(8)}.part"
-        self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        _write_all(self.fd, memoryview(header))
-        self.crc = zlib.crc32(memoryview(header)[PREAMBLE:])
-
-    def write(self, data: memoryview) -> None:
-        assert self.fd is not None
-        _write_all(self.fd, data)
-        self.crc = zlib.crc32(data, self.crc)
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def discard(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
+    store: StoreService
 
 
 class Association:
@@ -117,8 +92,8 @@ class Association:
         address: str,
         *,
         limits: Limits,
-        policy: AcceptancePolicy,
-        receiver: StoreReceiver,
+        policy: CallerPolicy,
+        services: Services,
         audit: Callable[[str, str], None],
         admit_another: Callable[[], bool],
     ) -> None:
@@ -126,7 +101,12 @@ class Association:
         self.address = address
         self.limits = limits
         self.policy = policy
-        self.receiver = receiver
+        self.services = services
+        # the request that starts each DIMSE operation this acceptor serves, and its handler
+        self.operations: dict[int, Callable[[int, messages.Command], None]] = {
+            messages.C_ECHO_RQ: self._echo,
+            messages.C_STORE_RQ: self._begin_store,
+        }
         self.audit = audit
         self.admit_another = admit_another
         self.project = ""
@@ -135,7 +115,7 @@ class Association:
         self.command = bytearray()
         self.request: messages.Command | None = None
         self.request_context = 0
-        self.incoming: _Incoming | None = None
+        self.incoming: IncomingFile | None = None
         self.refusal: int | None = None  # a status decided before the dataset arrived: nothing is written
         self.aborted = False
         self.reader = _Reader(connection)  # reads nothing until asked (after the TLS handshake)
@@ -276,28 +256,32 @@ class Association:
             return
         request = messages.decode_command(bytes(self.command))
         self.command.clear()
-        if request.command_field == messages.C_ECHO_RQ:
-            self._respond(context_id, request, messages.C_ECHO_RSP, status.SUCCESS)
-            return
-        if request.command_field != messages.C_STORE_RQ or not request.has_dataset:
+        operation = self.operations.get(request.command_field)
+        if operation is None:
             raise pdu.ProtocolError(f"unsupported DIMSE command 0x{request.command_field:04X}")
+        operation(context_id, request)
+
+    def _echo(self, context_id: int, request: messages.Command) -> None:
+        self._respond(context_id, request, messages.C_ECHO_RSP, status.SUCCESS)
+
+    def _begin_store(self, context_id: int, request: messages.Command) -> None:
+        """A C-STORE-RQ: its dataset goes to a spool file as it arrives, unless it is refused already."""
+        if not request.has_dataset:
+            raise pdu.ProtocolError("C-STORE-RQ without a dataset")
         self.request, self.request_context = request, context_id
-        if request.sop_class_uid != self.contexts[context_id][0]:
+        abstract_syntax, transfer_syntax = self.contexts[context_id]
+        if request.sop_class_uid != abstract_syntax:
             self.refusal = status.SOP_CLASS_NOT_SUPPORTED  # not what the context was accepted for
             return
-        if not self.receiver.has_space():
+        store = self.services.store
+        if not store.has_space():
             self.refusal = status.OUT_OF_RESOURCES  # nothing of it is written
             return
-        self.incoming = _Incoming(
-            self.receiver.spool.incoming,
-            received_file_header(
-                sop_class_uid=request.sop_class_uid,
-                sop_instance_uid=request.sop_instance_uid,
-                transfer_syntax_uid=self.contexts[context_id][1],
-                source_ae_title=self.calling,
-                implementation_class_uid=str(IMPLEMENTATION_CLASS_UID),
-                implementation_version=IMPLEMENTATION_VERSION,
-            ),
+        self.incoming = store.receive(
+            sop_class_uid=request.sop_class_uid,
+            sop_instance_uid=request.sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax,
+            calling_ae=self.calling,
         )
 
     def _dataset_fragment(self, context_id: int, length: int, *, last: bool) -> None:
@@ -311,17 +295,13 @@ class Association:
         if incoming is None:
             answer = self.refusal if self.refusal is not None else status.PROCESSING_FAILURE
         else:
-            incoming.close()
-            answer = self.receiver.store(
+            answer = self.services.store.store(
+                incoming,
                 project=self.project,
                 calling_ae=self.calling,
-                path=incoming.path,
                 sop_class_uid=request.sop_class_uid,
                 sop_instance_uid=request.sop_instance_uid,
-                crc=incoming.crc,
             )
-            if answer != status.SUCCESS:  # admitted: renamed into the spool; refused: quarantined as a copy
-                incoming.path.unlink(missing_ok=True)
         self.request, self.incoming, self.refusal = None, None, None
         self._respond(context_id, request, messages.C_STORE_RSP, answer)
 

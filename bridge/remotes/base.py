@@ -1,59 +1,17 @@
-"""What every remote adapter shares: its errors, the one retry loop, what it lists, where retrieved files go.
+"""What every remote adapter shares: the protocol the puller uses, what it lists, where retrieved files go.
 
-Retries happen in the adapters' calls through `with_retries` and nowhere else (not in dicomweb-client, not
-in pynetdicom, not in the puller): a failure that may pass is retried with backoff, and the last one is
-reported with the remote's own message, redacted of original UIDs.
+Adapters retry through `bridge.errors.with_retries` and nowhere else; the last failure is reported with the
+remote's own message, redacted of original UIDs (`bridge.errors.redact`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
-import re
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
-_UID_LIKE = re.compile(r"(?<![\d.])(?!2\.25\.)\d+(?:\.\d+){3,}(?![\d.])")
-
-
-class RemoteError(RuntimeError):
-    """A remote refused or failed a request; the message names the remote and quotes its answer."""
-
-
-class RetriableError(RemoteError):
-    """A failure that may pass: timeout, refused connection, 5xx/429, a remote out of resources."""
-
-
-class TruncatedSearch(RemoteError):
-    """The remote capped a search's results: the caller narrows it (by dates) and asks again."""
-
-
-def redact(text: str) -> str:
-    """Messages from the remote side may quote original UIDs (in URLs, in error bodies): not in our logs."""
-    return _UID_LIKE.sub("<UID>", text)
-
-
-def with_retries(retries: int, action: Callable[[], T]) -> T:
-    """`action()`, again after a `RetriableError`, `retries` times at most, with exponential backoff."""
-    attempts = retries + 1
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except RetriableError as error:
-            if attempt == attempts:
-                raise
-            delay = min(30.0, 0.5 * 2**attempt)
-            logger.warning("%s (attempt %d of %d, again in %.1f s)", error, attempt, attempts, delay)  # redacted
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)

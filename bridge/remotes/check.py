@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bridge.remotes.base import RemoteError
+from bridge.errors import RemoteError
 from bridge.remotes.dicomweb import DicomwebRemote
 from bridge.remotes.dimse import DimseRemote
 from bridge.settings import RemoteSettings

@@ -1,22 +1,17 @@
-"""From configuration to a remote adapter, and, for C-MOVE, a listener to receive what it sends.
+"""From configuration to a remote adapter, and the AE title a C-MOVE sends to.
 
 C-MOVE delivers to the bridge's own DICOM listener under the project's AE title (so the listener routes
-the instances to the project). When `serve` is running it is that listener; otherwise a pull runs one in
-its own process for as long as it needs it. Each kind of remote is imported when used: pynetdicom alone
-takes ~0.3 s to import, which a DICOMweb pull does not need.
+the instances to the project). Each kind of remote is imported when used: pynetdicom alone takes ~0.3 s to
+import, which a DICOMweb pull does not need.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Literal
 
-from bridge.remotes.base import Remote, RemoteError
-from bridge.settings import ConfigError, RemoteSettings, Settings
+from bridge.errors import ConfigError
+from bridge.remotes.base import Remote
+from bridge.settings import RemoteSettings, Settings
 
 Retrieval = Literal["dicomweb", "c-move", "c-get"]
 
@@ -56,64 +51,3 @@ def open_remote(settings: Settings, remote: RemoteSettings, project: str) -> Rem
 
     destination = move_destination(settings, remote, project) if remote.retrieval == "c-move" else None
     return DimseRemote(remote, calling_ae=settings.dimse.ae_title, move_destination=destination)
-
-
-def _local_host(host: str) -> str:
-    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-
-
-def listener_answers(settings: Settings, called: str) -> bool:
-    """Whether a DICOM listener answers on the configured port (accepting or rejecting us: both say so)."""
-    host = _local_host(settings.dimse.host)
-    if settings.dimse.tls.enabled:  # it may ask for a client certificate we lack: a taken port has to do
-        try:
-            socket.create_connection((host, settings.dimse.port), timeout=5).close()
-        except OSError:
-            return False
-        return True
-    from pynetdicom import AE
-
-    from bridge.remotes.dimse import VERIFICATION
-
-    ae = AE(ae_title=settings.dimse.ae_title)
-    ae.add_requested_context(VERIFICATION)
-    ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 5
-    assoc = ae.associate(host, settings.dimse.port, ae_title=called)
-    answered = bool(assoc.is_established or assoc.is_rejected)
-    if assoc.is_established:
-        assoc.release()
-    return answered
-
-
-@contextmanager
-def receiving(settings: Settings, called: str, timeout: float = 60) -> Iterator[None]:
-    """While inside: a listener receives C-MOVE sub-operations for `called`. A running `serve` does; else one
-    runs here (with its ingest workers), and on leaving it stops after its spool is ingested."""
-    if listener_answers(settings, called):
-        yield
-        return
-    from bridge.serve import serve  # the whole service, for as long as the pull needs it
-
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            serve(settings, stop=stop)
-        except BaseException as error:  # reported to the pulling thread
-            failure.append(error)
-
-    thread = threading.Thread(target=run, name="pull-listener", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not listener_answers(settings, called):
-        if failure or not thread.is_alive() or time.monotonic() > deadline:
-            stop.set()
-            detail = str(failure[0]) if failure else "it did not start"
-            raise RemoteError(f"cannot receive C-MOVE on port {settings.dimse.port}: {detail}")
-        time.sleep(0.2)
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()

@@ -19,59 +19,63 @@ import ssl
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from pydicom import uid as uids
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, build_role, evt
 
-from bridge.dimse.scu import responses
-from bridge.remotes.base import (
-    Delivery,
-    RemoteError,
-    RemoteInstance,
-    RemoteSeries,
-    RetriableError,
-    TruncatedSearch,
-    redact,
-    with_retries,
+from bridge.dicom import status as codes
+from bridge.dicom.sop_classes import (
+    LabelMapSegmentationStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
 )
+from bridge.errors import RemoteError, RetriableError, TruncatedSearch, redact, with_retries
+from bridge.remotes.base import Delivery, RemoteInstance, RemoteSeries
+from bridge.remotes.scu import responses
 from bridge.settings import RemoteSettings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
-MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-GET = "1.2.840.10008.5.1.4.1.2.2.3"
-VERIFICATION = "1.2.840.10008.1.1"
-_PENDING = (0xFF00, 0xFF01)
-_CANCEL = 0xFE00
+FIND = StudyRootQueryRetrieveInformationModelFind
+MOVE = StudyRootQueryRetrieveInformationModelMove
+GET = StudyRootQueryRetrieveInformationModelGet
 _MAX_STORAGE_CONTEXTS = 120  # 128 presentation contexts per association, some left for the C-GET model
 #: When the instance search did not name the SOP classes, C-GET offers these.
 COMMON_STORAGE = (
-    "1.2.840.10008.5.1.4.1.1.2",  # CT
-    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
-    "1.2.840.10008.5.1.4.1.1.4",  # MR
-    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
-    "1.2.840.10008.5.1.4.1.1.128",  # PET
-    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
-    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
-    "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation
-    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
-    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
-    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
-    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
-    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
-    "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
-    "1.2.840.10008.5.1.4.1.1.1",  # CR
-    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray
-    "1.2.840.10008.5.1.4.1.1.20",  # NM
-    "1.2.840.10008.5.1.4.1.1.6.1",  # US
-    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+    uids.CTImageStorage,
+    uids.EnhancedCTImageStorage,
+    uids.MRImageStorage,
+    uids.EnhancedMRImageStorage,
+    uids.PositronEmissionTomographyImageStorage,
+    uids.EnhancedPETImageStorage,
+    uids.SegmentationStorage,
+    LabelMapSegmentationStorage,
+    uids.BasicTextSRStorage,
+    uids.EnhancedSRStorage,
+    uids.ComprehensiveSRStorage,
+    uids.RTStructureSetStorage,
+    uids.RTDoseStorage,
+    uids.RTPlanStorage,
+    uids.ComputedRadiographyImageStorage,
+    uids.DigitalXRayImageStorageForPresentation,
+    uids.NuclearMedicineImageStorage,
+    uids.UltrasoundImageStorage,
+    uids.SecondaryCaptureImageStorage,
 )
-_RETRIABLE_STATUSES = {0xA700, 0xA701, 0xA702}  # out of resources (of either kind)
+_PENDING = (codes.PENDING, codes.PENDING_WITH_WARNINGS)
+_RETRIABLE_STATUSES = {  # out of resources (of either kind)
+    codes.OUT_OF_RESOURCES,
+    codes.OUT_OF_RESOURCES_MATCHES,
+    codes.OUT_OF_RESOURCES_SUB_OPERATIONS,
+}
 _EXPLAINED = {
-    0xA801: "the remote does not know the move destination: add the bridge's AE title, host and port to it",
-    0xA900: "the remote says the identifier does not match the SOP class",
-    0xC000: "the remote is unable to process the request",
+    codes.MOVE_DESTINATION_UNKNOWN: (
+        "the remote does not know the move destination: add the bridge's AE title, host and port to it"
+    ),
+    codes.DATASET_DOES_NOT_MATCH_SOP_CLASS: "the remote says the identifier does not match the SOP class",
+    codes.CANNOT_UNDERSTAND: "the remote is unable to process the request",
 }
 
 
@@ -139,9 +143,9 @@ class DimseRemote:
                     if code in _PENDING:
                         if identifier is not None:
                             found.append(identifier)
-                    elif code == 0x0000:
+                    elif code == codes.SUCCESS:
                         return found
-                    elif code == _CANCEL:
+                    elif code == codes.CANCEL:
                         raise TruncatedSearch(f"remote {self.name}: {what} cut short after {len(found)} results")
                     else:
                         raise self._failure(what, status)
@@ -190,7 +194,7 @@ class DimseRemote:
 
         def run() -> str:
             ae = AE(ae_title=self.calling_ae)
-            ae.add_requested_context(VERIFICATION)
+            ae.add_requested_context(Verification)
             assoc = self._associate(ae)
             try:
                 status = assoc.send_c_echo()
@@ -247,8 +251,9 @@ class DimseRemote:
             _, target = delivery.new_file()
             shutil.move(event.dataset_path, target)  # pynetdicom wrote it to a temporary file as it arrived
             delivery.deliver(target)
-            return 0x0000
+            return codes.SUCCESS
 
+        # pynetdicom's documented configuration module (named `_config`): received datasets go to a file
         _config.STORE_RECV_CHUNKED_DATASET = True
         assoc = self._associate(ae, handlers=[(evt.EVT_C_STORE, on_store)], roles=roles)
         try:
@@ -271,8 +276,8 @@ class DimseRemote:
         code = int(final.Status)
         completed = int(final.get("NumberOfCompletedSuboperations", 0) or 0)
         failed = int(final.get("NumberOfFailedSuboperations", 0) or 0)
-        if code == 0x0000 or (code == 0xB000 and completed):
-            if failed or code == 0xB000:
+        if code == codes.SUCCESS or (code == codes.SUB_OPERATIONS_COMPLETE_WITH_FAILURES and completed):
+            if failed or code == codes.SUB_OPERATIONS_COMPLETE_WITH_FAILURES:
                 logger.warning(
                     "remote %s: %s: %d sub-operations failed, %d completed", self.name, what, failed, completed
                 )

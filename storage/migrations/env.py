@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from storage.models import research_metadata
-from storage.vault import vault_metadata
+from storage.models.research import research_metadata
+from storage.models.vault import vault_metadata
 
 config = context.config
 target = config.attributes.get("target", "research")

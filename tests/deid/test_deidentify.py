@@ -15,9 +15,10 @@ from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID_dictionary
 
 from bridge.deid import values
-from bridge.deid.deidentify import DeidContext, PrivateKeep, TrialAttributes, deidentify
+from bridge.deid.deidentify import DeidContext, PrivateKeep, deidentify
+from bridge.deid.identity import TrialAttributes
 from bridge.deid.table import Option, Policy
-from bridge.dicomio import read_instance, write_instance
+from bridge.dicom.files import read_instance, write_instance
 from tests import factory
 from tests.conftest import dciodvfy_errors
 

@@ -23,9 +23,8 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage
 
 from tests import factory
-from tests.dimse.conftest import StartBridge
-from tests.dimse.harness import spool_files
-from tests.dimse.test_serve import send, storescu
+from tests.serve_process import StartBridge, spool_files
+from tests.test_serve import send, storescu
 
 pytestmark = pytest.mark.integration
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

@@ -47,10 +47,9 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from bridge.dimse.scu import c_store
+from bridge.remotes.scu import c_store
 from tests import factory
-from tests.dimse.conftest import StartBridge
-from tests.dimse.harness import DCMTK_ENV
+from tests.serve_process import DCMTK_ENV, StartBridge
 
 LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 SUCCESS = 0x0000

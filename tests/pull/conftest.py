@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests import factory
-from tests.conftest import config_head
 from tests.pull.orthanc import OrthancServer, running_orthanc
+from tests.serve_process import config_head
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 

@@ -163,11 +163,12 @@ def test_a_remote_that_does_not_count_its_series_has_its_instances_listed(
 ) -> None:
     """Some PACS leave out Number of Series Related Instances. Orthanc always gives it, so the real adapter is
     wrapped to drop it (the only thing not real here); the pull must then list every instance to compare."""
-    from bridge import pull_job
-    from bridge.pull import PullFilters
+    from bridge.pull import job as pull_job
+    from bridge.pull.filters import PullFilters
     from bridge.remotes.base import RemoteSeries
     from bridge.remotes.dicomweb import DicomwebRemote
     from bridge.settings import load_settings
+    from bridge.wiring import Runtime
 
     listed: list[str] = []
 
@@ -182,11 +183,13 @@ def test_a_remote_that_does_not_count_its_series_has_its_instances_listed(
     settings = load_settings(write_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc))
     monkeypatch.setattr(pull_job, "open_remote", lambda s, remote, project: Uncounting(remote))
     patient = str(corpus[0].PatientID)
-    first = pull_job.run_pull(settings, settings.remote("hospital"), "lung", PullFilters((patient,)), actor="t")
-    assert (first.studies, first.fetched, first.missing, first.failed) == (2, 8, 0, [])
-    assert len(listed) == 2  # one instance listing per study
-    again = pull_job.run_pull(settings, settings.remote("hospital"), "lung", PullFilters((patient,)), actor="t")
-    assert (again.fetched, again.present) == (0, 8)
+    with Runtime.start(settings) as runtime:
+        remote = settings.remote("hospital")
+        first = pull_job.run_pull(settings, runtime, remote, "lung", PullFilters((patient,)), actor="t")
+        assert (first.studies, first.fetched, first.missing, first.failed) == (2, 8, 0, [])
+        assert len(listed) == 2  # one instance listing per study
+        again = pull_job.run_pull(settings, runtime, remote, "lung", PullFilters((patient,)), actor="t")
+        assert (again.fetched, again.present) == (0, 8)
 
 
 def test_a_person_at_a_terminal_sees_progress_per_study(

@@ -11,10 +11,10 @@ import pytest
 from pydicom.dataset import Dataset
 
 from tests import factory
-from tests.dimse.harness import DCMTK_ENV, BridgeProcess, free_port
 from tests.dimse.test_transport import make_tls_files
 from tests.pull.conftest import bridge, status, write_config
 from tests.pull.orthanc import OrthancServer, running_orthanc
+from tests.serve_process import DCMTK_ENV, BridgeProcess, free_port
 
 pytestmark = pytest.mark.integration
 

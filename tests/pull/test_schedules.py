@@ -14,10 +14,10 @@ import pytest
 from pydicom.dataset import Dataset
 
 from tests import factory
-from tests.dimse.harness import BridgeProcess
 from tests.pull.conftest import bridge
 from tests.pull.orthanc import OrthancServer
 from tests.pull.test_pull_dimse import dimse_config
+from tests.serve_process import BridgeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +112,24 @@ def test_a_wrong_schedule_stops_start_up_naming_it(orthanc: OrthancServer, tmp_p
     config, _ = scheduled(tmp_path, orthanc, 'name = "bad"\nremote = "hospital"\nproject = "lung"\nevery = "5x"\n')
     result = bridge("status", config=config)
     assert result.returncode == 2 and "every '5x'" in result.stderr
+
+
+def test_a_command_line_c_move_pull_does_not_run_the_schedules(
+    orthanc: OrthancServer, corpus: list[Dataset], tmp_path: Path
+) -> None:
+    """With no `serve` running, a C-MOVE pull runs a listener of its own for the instances Orthanc sends; the
+    schedules are `serve`'s alone and stay untouched (that listener used to be the whole service, schedules
+    included: this schedule, due at once, then pulled every study)."""
+    config = dimse_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", orthanc, "c-move")
+    config.write_text(
+        config.read_text() + '\n[[schedules]]\nname = "nightly"\nremote = "hospital"\nproject = "lung"\nevery = "1h"\n'
+    )
+
+    result = bridge(
+        "pull", "hospital", "--project", "lung", "--accession", str(corpus[0].AccessionNumber), "--json", config=config
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["fetched"] == 4
+    seen = schedule_status(config)
+    assert (seen["runs"], seen["last_started_at"], seen["instances"]) == (0, None, 4)

@@ -8,8 +8,8 @@ from sqlalchemy import inspect
 
 from storage import migrate
 from storage.db import Database
-from storage.models import research_metadata
-from storage.vault import vault_metadata
+from storage.models.research import research_metadata
+from storage.models.vault import vault_metadata
 
 
 def test_upgrade_matches_the_models_and_is_idempotent(database_url: str) -> None:

@@ -1,0 +1,79 @@
+"""Reads of the research index (writes are `storage.index`). They take the session and never commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from storage.models.research import Instance, Project, QuarantineItem, ResearchModel, Series, Subject, Timepoint
+
+
+def find_instance(session: Session, *, project_id: int, sop_instance_uid: str) -> Instance | None:
+    statement = select(Instance).where(Instance.project_id == project_id, Instance.sop_instance_uid == sop_instance_uid)
+    return session.exec(statement).first()
+
+
+def indexed_uids(session: Session, *, project_id: int, sop_instance_uids: list[str]) -> set[str]:
+    """Which of these (pseudo) SOP Instance UIDs the project already holds."""
+    held: set[str] = set()
+    for start in range(0, len(sop_instance_uids), 500):
+        batch = sop_instance_uids[start : start + 500]
+        statement = select(Instance.sop_instance_uid).where(
+            Instance.project_id == project_id,
+            Instance.sop_instance_uid.in_(batch),  # type: ignore[attr-defined]
+        )
+        held.update(session.exec(statement).all())
+    return held
+
+
+def series_counts(session: Session, *, project_id: int, series_uids: list[str]) -> dict[str, int]:
+    """Instances indexed per (pseudo) Series Instance UID, for those the project holds."""
+    counts: dict[str, int] = {}
+    for start in range(0, len(series_uids), 500):
+        statement = select(Series.series_uid, Series.instance_count).where(
+            Series.project_id == project_id,
+            Series.series_uid.in_(series_uids[start : start + 500]),  # type: ignore[attr-defined]
+        )
+        counts.update({str(uid): int(count) for uid, count in session.exec(statement).all()})
+    return counts
+
+
+def find_quarantined(session: Session, *, project_id: int | None, sha256: str) -> QuarantineItem | None:
+    statement = select(QuarantineItem).where(QuarantineItem.sha256 == sha256, QuarantineItem.project_id == project_id)
+    return session.exec(statement).first()
+
+
+@dataclass(frozen=True)
+class ProjectCounts:
+    name: str
+    subjects: int
+    timepoints: int
+    series: int
+    instances: int
+    quarantined: int
+
+
+def project_counts(session: Session, names: list[str]) -> list[ProjectCounts]:
+    """Counts per project, for `status`; projects not yet in the database count zero."""
+    by_id = {p.id: p.name for p in session.exec(select(Project)).all()}
+
+    def tally(model: type[ResearchModel]) -> dict[str, int]:
+        column = model.project_id  # type: ignore[attr-defined]
+        rows = session.exec(select(column, func.count()).group_by(column)).all()
+        return {by_id[pid]: n for pid, n in rows if pid in by_id}
+
+    subjects, timepoints, series = tally(Subject), tally(Timepoint), tally(Series)
+    instances, quarantined = tally(Instance), tally(QuarantineItem)
+    return [
+        ProjectCounts(
+            name=name,
+            subjects=subjects.get(name, 0),
+            timepoints=timepoints.get(name, 0),
+            series=series.get(name, 0),
+            instances=instances.get(name, 0),
+            quarantined=quarantined.get(name, 0),
+        )
+        for name in sorted(set(names) | set(by_id.values()))
+    ]
