@@ -126,11 +126,44 @@ class ProjectDimseSettings(Section):
     allowed_callers: list[CallerSettings] = []
 
 
+UNSCHEDULED = "unscheduled"  # the label of a timepoint outside every visit window
+
+
+class VisitSettings(Section):
+    """One visit of the trial's schedule: timepoints `from_day`..`to_day` days after baseline get `label`."""
+
+    label: str = Field(pattern=r"^[A-Za-z0-9_.+-]{1,16}$")  # it goes into Clinical Trial Time Point ID (LO)
+    from_day: int = Field(ge=0)
+    to_day: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _window(self) -> VisitSettings:
+        if self.to_day < self.from_day:
+            raise ValueError(f"visit {self.label!r}: to_day {self.to_day} is before from_day {self.from_day}")
+        if self.label == UNSCHEDULED:
+            raise ValueError(f"visit label {UNSCHEDULED!r} is reserved for timepoints outside every window")
+        return self
+
+
 class ProjectSettings(Section):
     subject_prefix: str = Field(pattern=r"^[A-Z0-9]{1,16}$")
     deid: DeidSettings = DeidSettings()
     trial: TrialSettings = TrialSettings()
     dimse: ProjectDimseSettings = ProjectDimseSettings()
+    visits: list[VisitSettings] = []
+
+    @field_validator("visits")
+    @classmethod
+    def _disjoint(cls, value: list[VisitSettings]) -> list[VisitSettings]:
+        """Windows may not overlap (a timepoint would have two labels) and labels are unique."""
+        ordered = sorted(value, key=lambda visit: visit.from_day)
+        for before, after in zip(ordered, ordered[1:], strict=False):
+            if after.from_day <= before.to_day:
+                raise ValueError(f"visits {before.label!r} and {after.label!r}: windows overlap")
+        labels = [visit.label for visit in value]
+        if len(labels) != len(set(labels)):
+            raise ValueError(f"visits: labels must be unique ({', '.join(labels)})")
+        return value
 
 
 class TlsSettings(Section):
@@ -267,6 +300,16 @@ class DimseSettings(Section):
     tls: TlsSettings = TlsSettings()
 
 
+class HttpSettings(Section):
+    """The research side's HTTP API, served by `serve` (loopback by default: put a TLS proxy in front)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    page_size_limit: int = Field(default=1000, ge=1, le=100000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
@@ -278,6 +321,7 @@ class Settings(BaseSettings):
     dimse: DimseSettings = DimseSettings()
     remotes: list[RemoteSettings] = []
     schedules: list[ScheduleSettings] = []
+    http: HttpSettings = HttpSettings()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("projects")

@@ -23,15 +23,16 @@ class UnitOfWork:
     vault: Session
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the settings each dialect needs for concurrent, durable use."""
+def make_engine(url: str, *, reads_only: bool = False) -> Engine:
+    """An engine with the settings each dialect needs for concurrent, durable use. On SQLite, a reading
+    engine begins its transactions deferred: queries then never wait for the write lock ingest holds."""
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin_deferred if reads_only else _sqlite_begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -52,12 +53,18 @@ def _sqlite_begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _sqlite_begin_deferred(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
 class Database:
     """The research engine and the vault engine (the same one unless a vault URL is configured)."""
 
     def __init__(self, url: str, vault_url: str | None = None) -> None:
         self.research_engine = make_engine(url)
         self.vault_engine = make_engine(vault_url) if vault_url else self.research_engine
+        self._url = url
+        self._reading_engine: Engine | None = None
 
     @property
     def vault_is_separate(self) -> bool:
@@ -88,7 +95,24 @@ class Database:
         with self.unit_of_work() as work:
             yield work.research
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A research session for queries that write nothing (the API, cohorts). Closing it ends its transaction
+        (the pool rolls back) and leaves the rows it loaded readable."""
+        if self._reading_engine is None:
+            url = self._url
+            self._reading_engine = (
+                make_engine(url, reads_only=True) if url.startswith("sqlite") else self.research_engine
+            )
+        session = Session(self._reading_engine)
+        try:
+            yield session
+        finally:
+            session.close()
+
     def dispose(self) -> None:
+        if self._reading_engine is not None and self._reading_engine is not self.research_engine:
+            self._reading_engine.dispose()
         self.research_engine.dispose()
         if self.vault_is_separate:
             self.vault_engine.dispose()

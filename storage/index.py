@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from functools import cache
-from typing import Any, TypedDict, TypeVar
+from typing import Any, NamedTuple, TypedDict, TypeVar
 
 from sqlalchemy import Table, bindparam, update
 from sqlalchemy.sql.dml import Update
@@ -53,17 +53,41 @@ def ensure_timepoint(
     return _ensure(session, Timepoint, key, {"subject_id": subject_id, **others})
 
 
-def timepoints_of(session: Session, *, subject_id: int) -> list[Timepoint]:
-    return list(session.exec(select(Timepoint).where(Timepoint.subject_id == subject_id)).all())
+class TimelineEntry(NamedTuple):
+    """What places a timepoint on its subject's clock."""
+
+    id: int
+    study_date: dt.date | None
+    label: str | None
+    label_source: str | None
 
 
-def set_days_from_baseline(session: Session, days: dict[int, int | None]) -> None:
-    """Store each timepoint's interval from its subject's baseline (timepoint id -> days), where it changed."""
-    for timepoint in session.exec(select(Timepoint).where(Timepoint.id.in_(list(days)))).all():  # type: ignore[union-attr]
+def timeline_of(session: Session, *, subject_id: int) -> list[TimelineEntry]:
+    table = Timepoint.__table__.c  # type: ignore[attr-defined]
+    columns = (table.id, table.study_date, table.label, table.label_source)
+    rows = session.execute(select(*columns).where(table.subject_id == subject_id)).all()
+    return [TimelineEntry(*row) for row in rows]
+
+
+PLACEMENT_COLUMNS = ("days_from_baseline", "timepoint_index", "label", "label_source")
+
+
+def set_placements(session: Session, placements: dict[int, dict[str, Any]]) -> None:
+    """Store each timepoint's place on its clock (timepoint id -> PLACEMENT_COLUMNS), where it changed."""
+    rows = session.exec(select(Timepoint).where(Timepoint.id.in_(list(placements)))).all()  # type: ignore[union-attr]
+    for timepoint in rows:
         assert timepoint.id is not None
-        if timepoint.days_from_baseline != days[timepoint.id]:
-            timepoint.days_from_baseline = days[timepoint.id]
+        wanted = placements[timepoint.id]
+        if any(getattr(timepoint, column) != wanted[column] for column in PLACEMENT_COLUMNS):
+            for column in PLACEMENT_COLUMNS:
+                setattr(timepoint, column, wanted[column])
             session.add(timepoint)
+    session.flush()
+
+
+def set_label(session: Session, timepoint: Timepoint, label: str | None, source: str | None) -> None:
+    timepoint.label, timepoint.label_source = label, source
+    session.add(timepoint)
     session.flush()
 
 

@@ -40,9 +40,28 @@ def series_counts(session: Session, *, project_id: int, series_uids: list[str]) 
     return counts
 
 
+def project_id_of(session: Session, name: str) -> int | None:
+    return session.exec(select(Project.id).where(Project.name == name)).first()
+
+
 def find_quarantined(session: Session, *, project_id: int | None, sha256: str) -> QuarantineItem | None:
     statement = select(QuarantineItem).where(QuarantineItem.sha256 == sha256, QuarantineItem.project_id == project_id)
     return session.exec(statement).first()
+
+
+def subject_ids(session: Session, *, project_id: int) -> list[int]:
+    return [int(i) for i in session.exec(select(Subject.id).where(Subject.project_id == project_id)).all()]  # type: ignore[arg-type]
+
+
+def find_timepoints(session: Session, *, project_id: int, subject_code: str) -> list[Timepoint]:
+    """The timepoints of one subject, by date."""
+    statement = (
+        select(Timepoint)
+        .join(Subject, Subject.id == Timepoint.subject_id)  # type: ignore[arg-type]
+        .where(Subject.project_id == project_id, Subject.subject_code == subject_code)
+        .order_by(Timepoint.days_from_baseline, Timepoint.id)  # type: ignore[arg-type]
+    )
+    return list(session.exec(statement).all())
 
 
 @dataclass(frozen=True)

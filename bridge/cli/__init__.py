@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from bridge.cli import db, importing, pull, serve, status
+from bridge.cli import cohorts, db, importing, pull, serve, status, timepoints
 from bridge.errors import ConfigError
 
 app = typer.Typer(
@@ -29,6 +29,8 @@ app.add_typer(remotes_app, name="remotes")
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 db_app.command("upgrade")(db.db_upgrade)
 app.add_typer(db_app, name="db")
+app.add_typer(cohorts.app, name="cohort")
+app.add_typer(timepoints.app, name="timepoints")
 
 
 def main() -> None:

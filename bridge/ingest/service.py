@@ -27,7 +27,7 @@ from bridge.ingest.admission import burned_in_reason, check_instance
 from bridge.ingest.fields import Level, instance_number, row_values
 from bridge.ingest.projects import ProjectContext
 from bridge.process.caches import BoundedCache, BoundedSet
-from bridge.timepoints import update_intervals
+from bridge.timepoints import RECEIVED, update_timeline
 from storage import index, queries, vault
 from storage.audit import EventRow, record_event, record_events
 from storage.db import Database, UnitOfWork
@@ -289,7 +289,7 @@ class IngestService:
                 series_key = (p.context.name, text_of(p.result.dataset, _SERIES_INSTANCE_UID))
                 where = located.get(series_key) or self._known_series.get(series_key)
                 if where is None:
-                    where = self._ensure_series(work, p.project_id, p.subject_code, p.result)
+                    where = self._ensure_series(work, p)
                 located[series_key] = where
                 rows.append(self._instance_row(p, series_id=where[0]))
             timepoint_of = dict(located.values())
@@ -372,19 +372,19 @@ class IngestService:
             "received_at": utcnow(),
         }
 
-    def _ensure_series(
-        self, work: UnitOfWork, project_id: int, subject_code: str, result: DeidResult
-    ) -> tuple[int, int]:
-        out = result.dataset
-        subject = index.ensure_subject(work.research, project_id=project_id, subject_code=subject_code)
+    def _ensure_series(self, work: UnitOfWork, p: _Prepared) -> tuple[int, int]:
+        out = p.result.dataset
+        subject = index.ensure_subject(work.research, project_id=p.project_id, subject_code=p.subject_code)
         assert subject.id is not None
+        values = row_values(out, Level.TIMEPOINT)
+        values["label_source"] = RECEIVED if values.get("label") else None
         timepoint, created = index.ensure_timepoint(
-            work.research, project_id=project_id, subject_id=subject.id, values=row_values(out, Level.TIMEPOINT)
+            work.research, project_id=p.project_id, subject_id=subject.id, values=values
         )
         if created:
-            update_intervals(work.research, subject_id=subject.id)
+            update_timeline(work.research, subject_id=subject.id, visits=p.context.settings.visits)
         series = index.ensure_series(
-            work.research, project_id=project_id, timepoint=timepoint, values=row_values(out, Level.SERIES)
+            work.research, project_id=p.project_id, timepoint=timepoint, values=row_values(out, Level.SERIES)
         )
         assert series.id is not None and timepoint.id is not None
         return series.id, timepoint.id

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -41,14 +41,19 @@ class Subject(ResearchModel, table=True):
 class Timepoint(ResearchModel, table=True):
     """One study of a subject: shifted date and interval from the subject's baseline (earliest study)."""
 
-    __table_args__ = (UniqueConstraint("project_id", "study_uid"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "study_uid"),
+        Index("ix_timepoint_subject_days", "subject_id", "days_from_baseline"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)
     subject_id: int = Field(foreign_key="subject.id", index=True)
     study_uid: str = Field(max_length=64)
     study_date: dt.date | None = None
     days_from_baseline: int | None = None
+    timepoint_index: int | None = None  # 0 = baseline, then by date; None while undated
     label: str | None = Field(default=None, max_length=64)
+    label_source: str | None = Field(default=None, max_length=16)  # received | visit | manual
     description: str | None = Field(default=None, max_length=64)
     modalities: str = Field(default="", max_length=128)
     series_count: int = 0
@@ -59,7 +64,10 @@ class Timepoint(ResearchModel, table=True):
 class Series(ResearchModel, table=True):
     """A series with the acquisition parameters radiomics selects on."""
 
-    __table_args__ = (UniqueConstraint("project_id", "series_uid"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "series_uid"),
+        Index("ix_series_project_modality", "project_id", "modality"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)
     timepoint_id: int = Field(foreign_key="timepoint.id", index=True)
