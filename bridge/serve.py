@@ -1,4 +1,5 @@
-"""`pacs-bridge serve`, the composition root of the service: one runtime, the intake, the pull schedules.
+"""`pacs-bridge serve`, the composition root of the service: one runtime, the intake, the pull schedules, the
+HTTP API.
 
 The serving process owns one `Runtime` (one database) and hands it down. The intake is what receives:
 one DICOM listener in this process, `dimse.listeners - 1` more listener processes on the same port
@@ -28,12 +29,14 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+from bridge.api.server import HttpProcess, wait_until_ready
 from bridge.dimse.acceptor import Acceptor, audit_with
 from bridge.dimse.association import Services
 from bridge.dimse.store import StoreService
 from bridge.errors import ConfigError, RemoteError
 from bridge.ingest.workers import run_spool_worker
 from bridge.process.logs import configure_logging
+from bridge.process.metrics import share_between_processes
 from bridge.process.signals import interrupt_ignored
 from bridge.pull.schedules import Schedules
 from bridge.settings import Settings
@@ -47,8 +50,22 @@ _SUPERVISE_SECONDS = 0.5
 def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run until `stop` is set or SIGTERM/SIGINT arrives."""
     stop = stop or threading.Event()
+    if settings.http.enabled:
+        share_between_processes(settings.http.metrics_dir)  # before any process that counts is started
     with Runtime.start(settings) as runtime:
-        intake = Intake(settings, runtime)  # fails early: port taken
+        http = HttpProcess(settings, multiprocessing.get_context("spawn")) if settings.http.enabled else None
+        try:
+            intake = Intake(settings, runtime)  # fails early: port taken
+        except BaseException:
+            if http is not None:
+                http.stop()
+            raise
+        if http is not None:
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.http.host, settings.http.host)
+            ready = wait_until_ready(host, http.port)
+            logger.info(
+                "HTTP API on http://%s:%d%s", settings.http.host, http.port, "" if ready else " (not answering yet)"
+            )
         dimse = settings.dimse
         logger.info(
             "listening on %s:%d as %s%s (%d listener processes, %d ingest workers)",
@@ -73,7 +90,11 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
             schedules.start()
             while not stop.wait(_SUPERVISE_SECONDS):
                 intake.supervise()
+                if http is not None:
+                    http.supervise()
         finally:
+            if http is not None:
+                http.stop()
             schedules.stop()  # a running pull ends after its study, while the listener still takes its C-MOVEs
             intake.stop()
             logger.info("stopped")

@@ -307,7 +307,7 @@ class HttpSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
-    page_size_limit: int = Field(default=1000, ge=1, le=100000)
+    metrics_dir: Path = Path("var/metrics")  # every process's counts, added up by /metrics; emptied at start
 
 
 class Settings(BaseSettings):

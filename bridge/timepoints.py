@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlmodel import Session
 
 from bridge.settings import UNSCHEDULED, VisitSettings
-from storage import index, queries
+from storage import audit, index, queries
 from storage.models.research import Timepoint
 
 MANUAL = "manual"
@@ -78,6 +78,10 @@ class TimepointError(LookupError):
     """No such timepoint, or several where one was meant; the message says how to name it."""
 
 
+class LabelError(ValueError):
+    """A label that cannot go into Clinical Trial Time Point ID (LO)."""
+
+
 def relabel(session: Session, *, project_id: int, visits: Sequence[VisitSettings]) -> int:
     """Work the clocks of a project out again (after its visit schedule changed); returns the subjects seen."""
     subjects = queries.subject_ids(session, project_id=project_id)
@@ -89,20 +93,24 @@ def relabel(session: Session, *, project_id: int, visits: Sequence[VisitSettings
 def label_by_hand(
     session: Session,
     *,
-    project_id: int,
+    project: str,
     subject_code: str,
     which: str,
     label: str | None,
     visits: Sequence[VisitSettings],
+    actor: str,
 ) -> Timepoint:
     """Set (or with None, hand back to the rules) the label of the subject's timepoint `which`: its days from
-    baseline, or its (de-identified) Study Instance UID. Rule-made labels never overwrite a hand-set one."""
-    found = queries.find_timepoints(session, project_id=project_id, subject_code=subject_code)
+    baseline, or its (de-identified) Study Instance UID. Rule-made labels never overwrite a hand-set one.
+    Audited."""
+    if label is not None and not (0 < len(label) <= 64 and label.isprintable() and "\\" not in label):
+        raise LabelError("a label is 1 to 64 printable characters, no backslash")
+    project_id = queries.project_id_of(session, project)
+    found = queries.find_timepoints(session, project_id=project_id, subject_code=subject_code) if project_id else []
     if not found:
-        raise TimepointError(f"no subject {subject_code!r} in this project")
-    chosen = [
-        t for t in found if t.study_uid == which or (which.lstrip("-").isdigit() and t.days_from_baseline == int(which))
-    ]
+        raise TimepointError(f"no subject {subject_code!r} in project {project!r}")
+    by_days = which.lstrip("-").isdigit()
+    chosen = [t for t in found if t.study_uid == which or (by_days and t.days_from_baseline == int(which))]
     if len(chosen) != 1:
         known = ", ".join(str(t.days_from_baseline) for t in found)
         what = "no timepoint" if not chosen else "several timepoints"
@@ -113,4 +121,12 @@ def label_by_hand(
     index.set_label(session, timepoint, label, MANUAL if label else None)
     if label is None:
         update_timeline(session, subject_id=timepoint.subject_id, visits=visits)
+    audit.record_event(
+        session,
+        actor=actor,
+        action="timepoint.label",
+        object=f"timepoint:{timepoint.study_uid}",
+        project_id=project_id,
+        detail=f"{subject_code} day {timepoint.days_from_baseline}: {timepoint.label} ({timepoint.label_source})",
+    )
     return timepoint

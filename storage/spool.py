@@ -213,6 +213,9 @@ class Spool:
     def backlog(self) -> int:
         return sum(1 for _ in self.entries())
 
+    def writable(self) -> bool:
+        return self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)
+
 
 def _marker(project: str, label: str, length: int, crc: int) -> bytes | None:
     """The preamble of a durable spool file, or None when the names do not fit in it."""

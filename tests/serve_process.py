@@ -17,10 +17,15 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # Debian's DCMTK leaves Nagle's algorithm on otherwise
 
 
-def config_head(folder: Path, database_url: str, log_level: str = "INFO") -> str:
-    """The TOML every test configuration starts with: database, folders and secret under `folder`."""
+def config_head(folder: Path, database_url: str, log_level: str = "INFO", http_port: int | None = None) -> str:
+    """The TOML every test configuration starts with: database, folders and secret under `folder`, the HTTP
+    API on a free loopback port."""
     return f"""
 log_level = "{log_level}"
+[http]
+host = "127.0.0.1"
+port = {http_port or free_port()}
+metrics_dir = "{folder / "metrics"}"
 [database]
 url = "{database_url}"
 [storage]

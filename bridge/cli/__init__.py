@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from bridge.cli import cohorts, db, importing, pull, serve, status, timepoints
+from bridge.cli import cohorts, db, importing, pull, serve, status, timepoints, users
 from bridge.errors import ConfigError
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ db_app.command("upgrade")(db.db_upgrade)
 app.add_typer(db_app, name="db")
 app.add_typer(cohorts.app, name="cohort")
 app.add_typer(timepoints.app, name="timepoints")
+app.add_typer(users.app, name="users")
 
 
 def main() -> None:

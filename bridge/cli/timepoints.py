@@ -24,36 +24,27 @@ def label(
     config: ConfigOption = None,
 ) -> None:
     """Set a timepoint's label by hand: the visit rules never overwrite it (audited)."""
-    from bridge.timepoints import TimepointError, label_by_hand
+    from bridge.timepoints import LabelError, TimepointError, label_by_hand
     from bridge.wiring import open_database
-    from storage import audit, queries
 
     if (new_label is None) != clear:
         fail("give a LABEL, or --clear to hand it back to the rules")
-    if new_label is not None and not (0 < len(new_label) <= 64 and new_label.isprintable() and "\\" not in new_label):
-        fail("a label is 1 to 64 printable characters, no backslash")
     settings = load(config)
     visits = settings.project(project).visits
     database = open_database(settings)
     try:
         with database.session() as session:
-            project_id = queries.project_id_of(session, project)
-            if project_id is None:
-                fail(f"project {project!r} holds no data yet")
-            assert project_id is not None
             timepoint = label_by_hand(
-                session, project_id=project_id, subject_code=subject, which=which, label=new_label, visits=visits
-            )
-            audit.record_event(
                 session,
+                project=project,
+                subject_code=subject,
+                which=which,
+                label=new_label,
+                visits=visits,
                 actor=actor(),
-                action="timepoint.label",
-                object=f"timepoint:{timepoint.study_uid}",
-                project_id=project_id,
-                detail=f"{subject} day {timepoint.days_from_baseline}: {timepoint.label} ({timepoint.label_source})",
             )
             shown = f"{subject} day {timepoint.days_from_baseline}: {timepoint.label} ({timepoint.label_source})"
-    except TimepointError as exc:
+    except (TimepointError, LabelError) as exc:
         fail(str(exc))
     finally:
         database.dispose()

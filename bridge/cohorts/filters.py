@@ -13,7 +13,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CODE = r"^[A-Za-z0-9_.-]{1,64}$"
 Count = Annotated[int, Field(ge=0, le=100000)]
@@ -25,12 +25,12 @@ class Level(StrEnum):
     SERIES = "series"
 
 
-class CohortFilters(BaseModel):
-    """Filters of one project's subjects, timepoints and series (every one optional; lists mean any of)."""
+class FilterFields(BaseModel):
+    """The filters (every one optional; lists mean any of), without the project: the API takes that from the
+    URL."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    project: str = Field(pattern=CODE)
     subject: list[Annotated[str, Field(pattern=CODE)]] = []
     # timepoints
     label: list[Annotated[str, Field(max_length=64)]] = []
@@ -56,6 +56,12 @@ class CohortFilters(BaseModel):
     min_timepoints: Count | None = None
     min_followups: Count | None = None  # and a matching baseline
 
+    @field_validator("subject", "label", "timepoint_index", "modality", "body_part", mode="before")
+    @classmethod
+    def _one_is_a_list(cls, value: object) -> object:
+        """A single value where a list is expected is a list of one (`"modality": "CT"`)."""
+        return [value] if isinstance(value, str | int) else value
+
     @model_validator(mode="after")
     def _ranges(self) -> Self:
         for low, high in (
@@ -68,6 +74,12 @@ class CohortFilters(BaseModel):
             if start is not None and end is not None and start > end:
                 raise ValueError(f"{low} ({start}) is above {high} ({end})")
         return self
+
+
+class CohortFilters(FilterFields):
+    """Filters of one project's subjects, timepoints and series."""
+
+    project: str = Field(pattern=CODE)
 
     def saved(self) -> str:
         """The filters as saved: JSON of what was given, without the defaults."""

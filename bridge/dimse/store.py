@@ -18,6 +18,7 @@ from bridge.dicom.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION
 from bridge.errors import MalformedInstance, Refused
 from bridge.ingest.admission import CHECKED_TAGS, check_instance, check_request
 from bridge.ingest.service import IngestService
+from bridge.process.metrics import metrics
 from storage.spool import IncomingFile, Spool
 
 logger = logging.getLogger(__name__)
@@ -96,4 +97,5 @@ class StoreService:
         except OSError:  # not durable, so not acknowledged: the peer sends it again (a resend is idempotent)
             logger.exception("could not make a received instance durable in the spool")
             return status.OUT_OF_RESOURCES
+        metrics().received.labels("c-store").inc()
         return status.SUCCESS

@@ -27,6 +27,7 @@ from bridge.ingest.admission import burned_in_reason, check_instance
 from bridge.ingest.fields import Level, instance_number, row_values
 from bridge.ingest.projects import ProjectContext
 from bridge.process.caches import BoundedCache, BoundedSet
+from bridge.process.metrics import metrics, reason_class
 from bridge.timepoints import RECEIVED, update_timeline
 from storage import index, queries, vault
 from storage.audit import EventRow, record_event, record_events
@@ -149,7 +150,12 @@ class IngestService:
                 committed = [self._ingest_alone(items[position]) for position, _ in prepared]
             for (position, _), result in zip(prepared, committed, strict=True):
                 results[position] = result
-        return [result for result in results if result is not None]
+        done = [result for result in results if result is not None]
+        counted = metrics().ingested
+        for result in done:
+            if isinstance(result, IngestResult) and result.outcome is not Outcome.QUARANTINED:
+                counted.labels(result.outcome.value).inc()
+        return done
 
     def _ingest_alone(self, item: IngestItem) -> IngestResult | Exception:
         for attempt in range(1, _ATTEMPTS + 1):
@@ -174,6 +180,7 @@ class IngestService:
     ) -> IngestResult:
         """Keep the bytes in quarantine with the reason, index the refusal, audit it. The same bytes refused
         twice for the same project are kept once."""
+        metrics().quarantined.labels(reason_class(reason)).inc()
         digest = sha256_of(path)
         project_id = self.project_id(project) if project else None
         with self.database.unit_of_work() as work:

@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Protocol
 from bridge.ingest.service import IngestItem, IngestResult, IngestService
 from bridge.process import forkserver
 from bridge.process.logs import configure_logging
+from bridge.process.metrics import metrics
 from bridge.process.signals import interrupt_ignored
 from storage.spool import Spool, SpoolEntry
 
@@ -144,10 +145,12 @@ def run_spool_worker(
                 for entry in batch:
                     spool.unclaim(entry)
                 continue
+            received = [_received_at(entry) for entry in batch]
             try:
                 results = service.ingest_many([IngestItem(e.path, e.project, e.source, checked=True) for e in batch])
             except Exception as exc:  # the database is down, say: everything stays in the spool
                 results = [exc] * len(batch)
+            _observe_latency(results, received)
             done = []
             for entry, result in zip(batch, results, strict=True):
                 if isinstance(result, Exception):
@@ -164,6 +167,21 @@ def run_spool_worker(
     finally:
         clearing.shutdown(wait=True)
         services.close()
+
+
+def _received_at(entry: SpoolEntry) -> float | None:
+    """When the entry was acknowledged: its file was last written then, and renamed into the spool as is."""
+    try:
+        return entry.path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _observe_latency(results: Sequence[object], received: Sequence[float | None]) -> None:
+    latency, now = metrics().latency, time.time()
+    for result, at in zip(results, received, strict=True):
+        if at is not None and not isinstance(result, Exception):
+            latency.observe(max(0.0, now - at))
 
 
 def _clear(spool: Spool, entries: list[SpoolEntry]) -> None:

@@ -22,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bridge.errors import ConfigError, RemoteError
 from bridge.ingest.workers import WorkerServices
+from bridge.process.metrics import metrics
 from bridge.pull.filters import PullFilters, patient_ids_from_csv
 from bridge.pull.job import PullServices, run_pull
 from bridge.pull.puller import PullReport
@@ -199,6 +200,7 @@ class Schedules:
             if ok:
                 state.watermark = today
             work.research.add(state)
+        metrics().pull_runs.labels("ok" if ok else "failed").inc()
         logger.log(logging.INFO if ok else logging.WARNING, "schedule %s: %s", schedule.name, result)
 
 

@@ -38,6 +38,7 @@ TRIAL: dict[int, list[Scan]] = {
     6: [Scan(0)],  # baseline only
 }
 IN_EXAMPLE = {"LUNG-0001", "LUNG-0004"}
+IN_EXAMPLE_NUMBERS = (1, 4)
 FIRST_DAY = dt.date(2024, 1, 8)
 
 

@@ -1,0 +1,62 @@
+"""Who is asking, and may they: bearer tokens checked against the users' table, one place for every route.
+
+No token or an unknown one is 401; a role or project the token lacks is 403. Both are audited (the user's
+name or "anonymous", the route's template, never its values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from bridge.access.users import Permission, Principal, authenticate
+from storage import audit
+from storage.db import Database
+
+
+def database(request: Request) -> Database:
+    return request.app.state.database  # type: ignore[no-any-return]
+
+
+def _deny(request: Request, status: int, who: str, why: str) -> HTTPException:
+    route = getattr(request.scope.get("route"), "path", "?")
+    with database(request).unit_of_work() as work:
+        audit.record_event(
+            work.research, actor=f"api:{who}", action="api.denied", object=f"{request.method} {route}"[:128], detail=why
+        )
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return HTTPException(status, detail=why, headers=headers)
+
+
+def principal(request: Request) -> Principal:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _deny(request, 401, "anonymous", "a bearer token is required")
+    with database(request).reading() as session:
+        found = authenticate(session, token.strip())
+    if found is None:
+        raise _deny(request, 401, "anonymous", "unknown or revoked token")
+    return found
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def allowed(permission: Permission) -> Callable[..., Principal]:
+    """A dependency: the caller, if it holds `permission` (on the route's `project`, when it has one)."""
+
+    def check(request: Request, caller: Caller) -> Principal:
+        project = request.path_params.get("project")
+        if not caller.may(permission, project):
+            what = f"project {project!r}" if project and caller.may(permission) else f"{permission.value} rights"
+            raise _deny(request, 403, caller.name, f"this token has no {what}")
+        return caller
+
+    return check
+
+
+Reader = Annotated[Principal, Depends(allowed(Permission.READ))]
+Curator = Annotated[Principal, Depends(allowed(Permission.CURATE))]
+Admin = Annotated[Principal, Depends(allowed(Permission.ADMINISTER))]
