@@ -135,7 +135,7 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_durably(root: Path, relative_path: str, produce: Callable[[HashingWriter], None]) -> StoredFile:
+def write_durably(root: Path, relative_path: str, produce: Callable[[HashingWriter], object]) -> StoredFile:
     """Write `relative_path` under `root` with the bytes `produce` writes; replaces an existing file."""
     raw, temp_name, stored = write_temporary(root, relative_path, produce)
     settle(raw, temp_name, root / relative_path)
@@ -153,7 +153,7 @@ def new_temporary(root: Path) -> tuple[int, str]:
 def write_temporary(
     root: Path,
     relative_path: str,
-    produce: Callable[[HashingWriter], None],
+    produce: Callable[[HashingWriter], object],
     opened: tuple[int, str] | None = None,
 ) -> tuple[BinaryIO, str, StoredFile]:
     """The bytes `produce` writes, in a temporary file still open (not yet fsynced), and what they are.

@@ -10,39 +10,15 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from enum import StrEnum
 
 from sqlmodel import Session, select
 
+from bridge.access.roles import ALL_PROJECTS, GRANTS, Permission, Role
 from storage import audit
 from storage.models.cohorts import ApiUser
 from storage.models.common import utcnow
 
 TOKEN_PREFIX = "pb_"
-ALL_PROJECTS = "*"
-
-
-class Role(StrEnum):
-    VIEWER = "viewer"
-    DATA_MANAGER = "data-manager"
-    ANNOTATOR = "annotator"
-    REVIEWER = "reviewer"
-    ADMIN = "admin"
-
-
-class Permission(StrEnum):
-    READ = "read"  # the index, cohorts, snapshots, quarantine counts
-    CURATE = "curate"  # save cohorts, take snapshots, export, label timepoints
-    ADMINISTER = "administer"  # users, audit events
-
-
-GRANTS: dict[Role, frozenset[Permission]] = {
-    Role.VIEWER: frozenset({Permission.READ}),
-    Role.ANNOTATOR: frozenset({Permission.READ}),
-    Role.REVIEWER: frozenset({Permission.READ}),
-    Role.DATA_MANAGER: frozenset({Permission.READ, Permission.CURATE}),
-    Role.ADMIN: frozenset(Permission),
-}
 
 
 class UserError(ValueError):

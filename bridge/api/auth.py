@@ -11,7 +11,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from bridge.access.users import Permission, Principal, authenticate
+from bridge.access.roles import Permission
+from bridge.access.users import Principal, authenticate
 from storage import audit
 from storage.db import Database
 

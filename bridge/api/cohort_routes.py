@@ -14,6 +14,9 @@ from bridge.api.pages import run_filters, run_page
 from bridge.cohorts import saved
 from bridge.cohorts.filters import CohortFilters
 from bridge.cohorts.query import Result, TimepointRow
+from bridge.export import selection
+from bridge.export.folder import Entry, plan
+from bridge.export.formats import Format
 from bridge.timepoints import LabelError, TimepointError, label_by_hand
 from storage.db import Database
 from storage.models.cohorts import SavedCohort, Snapshot
@@ -158,3 +161,28 @@ def label(
         series=timepoint.series_count,
         instances=timepoint.instance_count,
     )
+
+
+@router.get("/cohorts/{name}/manifest")
+def cohort_manifest(
+    request: Request, project: str, name: str, caller: Reader, db: Db, form: Format = Format.DICOM
+) -> list[Entry]:
+    """What `pacs-bridge export NAME` would write now: paths and the hashes of the stored files (the hashes of
+    the exported files come with the export)."""
+    store = request.app.state.settings.storage.store_dir
+    with db.reading() as session:
+        return plan(selection.of_cohort(session, saved.filters_of(_found(project, name, session)), store), form)
+
+
+@router.get("/snapshots/{name}/manifest")
+def snapshot_manifest(
+    request: Request, project: str, name: str, caller: Reader, db: Db, form: Format = Format.DICOM
+) -> list[Entry]:
+    """What `pacs-bridge export COHORT@N` would write: the snapshot's instances still stored unchanged."""
+    store = request.app.state.settings.storage.store_dir
+    with db.reading() as session:
+        try:
+            _, found = saved.find_snapshot(session, name, [project])
+        except saved.CohortError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return plan(selection.of_snapshot(session, found, store), form)

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from bridge.cli import cohorts, db, importing, pull, serve, status, timepoints, users
+from bridge.cli import cohorts, db, export, importing, pull, serve, status, timepoints, users
 from bridge.errors import ConfigError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command("import")(importing.import_command)
 app.command("status")(status.status)
 app.command("serve")(serve.serve_command)
 app.command("pull")(pull.pull_command)
+app.command("export")(export.export_command)
 remotes_app = typer.Typer(help="Configured remote PACS.", no_args_is_help=True)
 remotes_app.command("check")(pull.remotes_check)
 app.add_typer(remotes_app, name="remotes")

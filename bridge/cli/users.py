@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bridge.access.users import ALL_PROJECTS, Role
+from bridge.access.roles import ALL_PROJECTS, Role
 from bridge.cli.cohorts import actor
 from bridge.cli.common import ConfigOption, load, output
 from bridge.cli.filters import fail

@@ -86,10 +86,6 @@ def api(start_bridge: StartBridge, tmp_path: Path, database_url: str) -> Iterato
     assert not leaked
 
 
-def codes(numbers: tuple[int, ...]) -> set[str]:
-    return {f"OPEN-{n:04d}" for n in numbers}
-
-
 def test_tokens_and_roles_decide_401_403_200(api: tuple[Api, BridgeProcess]) -> None:
     client, _ = api
     assert client.call("GET", "/api/v1/projects").status_code == 401
@@ -103,8 +99,19 @@ def test_tokens_and_roles_decide_401_403_200(api: tuple[Api, BridgeProcess]) -> 
     )
     assert client.call("GET", "/api/v1/audit", "manager").status_code == 403
 
+    assert client.call("GET", "/api/v1/projects/open", "viewer").status_code == 200
+    revoked = subprocess.run(
+        [sys.executable, "-m", "bridge", "users", "revoke", "viewer", "--config", str(client.config)],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    assert client.call("GET", "/api/v1/projects/open", "viewer").status_code == 401  # at once
+
     denied = client.call("GET", "/api/v1/audit?action=api.denied", "root").json()
-    assert len(denied) == 5 and {e["actor"] for e in denied} == {
+    assert len(denied) == 6 and {e["actor"] for e in denied} == {
         "api:anonymous",
         "api:outsider",
         "api:viewer",
@@ -117,7 +124,11 @@ def test_the_example_cohort_saved_frozen_and_labelled_over_http(api: tuple[Api, 
     client, _ = api
     answer = client.call("GET", "/api/v1/projects/open/cohort", "viewer", params={**EXAMPLE, "level": "subject"})
     assert answer.status_code == 200, answer.text
-    assert {r["subject"] for r in answer.json()["rows"]} == codes(population.IN_EXAMPLE_NUMBERS)
+    timepoints = client.call("GET", "/api/v1/projects/open/cohort", "viewer", params={**EXAMPLE, "level": "timepoint"})
+    found = population.timelines(timepoints.json()["rows"])
+    assert set(found.values()) == population.EXAMPLE_TIMELINES
+    assert {r["subject"] for r in answer.json()["rows"]} == set(found)
+    late = population.subject_with_day(timepoints.json()["rows"], 200)
     series = client.call("GET", "/api/v1/projects/open/cohort", "viewer", params=EXAMPLE).json()
     assert series["total"] == 6 and series["rows"][0]["timepoint_label"] == "baseline"
 
@@ -127,24 +138,26 @@ def test_the_example_cohort_saved_frozen_and_labelled_over_http(api: tuple[Api, 
     assert snap.status_code == 201 and snap.json()["name"] == "thin@1" and snap.json()["series"] == 6
     frozen = client.call("GET", "/api/v1/projects/open/snapshots/thin@1", "viewer").json()
     assert len(frozen["rows"]) == 6 and frozen["gone"] == {"series": [], "instances": []}
+    manifest = client.call("GET", "/api/v1/projects/open/snapshots/thin@1/manifest", "viewer").json()
+    assert len(manifest) == 12 and manifest[0]["path"].startswith(f"{min(found)}/baseline_0/")
     rows = client.call("GET", "/api/v1/projects/open/cohorts/thin/rows", "viewer", params={"level": "subject"}).json()
     assert rows["total"] == 2
 
-    subject = client.call("GET", "/api/v1/projects/open/subjects/OPEN-0004", "viewer").json()
+    subject = client.call("GET", f"/api/v1/projects/open/subjects/{late}", "viewer").json()
     assert [t["timepoint_label"] for t in subject["timepoints"]] == ["baseline", "week8", "unscheduled"]
     label = client.call(
-        "PUT", "/api/v1/projects/open/subjects/OPEN-0004/timepoints/200/label", "manager", json={"label": "week28"}
+        "PUT", f"/api/v1/projects/open/subjects/{late}/timepoints/200/label", "manager", json={"label": "week28"}
     )
     assert label.status_code == 200 and label.json()["timepoint_label"] == "week28"
     assert (
         client.call(
-            "PUT", "/api/v1/projects/open/subjects/OPEN-0004/timepoints/200/label", "viewer", json={"label": "x"}
+            "PUT", f"/api/v1/projects/open/subjects/{late}/timepoints/200/label", "viewer", json={"label": "x"}
         ).status_code
         == 403
     )
     one = subject["timepoints"][0]
     series_uid = client.call(
-        "GET", "/api/v1/projects/open/series", "viewer", params={"subject": "OPEN-0004", "timepoint_index": 0}
+        "GET", "/api/v1/projects/open/series", "viewer", params={"subject": late, "timepoint_index": 0}
     ).json()["rows"][0]["series_instance_uid"]
     instances = client.call("GET", f"/api/v1/projects/open/series/{series_uid}/instances", "viewer").json()
     assert len(instances) == 2 and all(len(i["sha256"]) == 64 for i in instances) and one["instances"] == 2

@@ -37,8 +37,22 @@ TRIAL: dict[int, list[Scan]] = {
     5: [Scan(0, body_part="ABDOMEN"), Scan(56, body_part="ABDOMEN"), Scan(112, body_part="ABDOMEN")],  # not chest
     6: [Scan(0)],  # baseline only
 }
-IN_EXAMPLE = {"LUNG-0001", "LUNG-0004"}
-IN_EXAMPLE_NUMBERS = (1, 4)
+IN_EXAMPLE = {"LUNG-0001", "LUNG-0004"}  # when ingested one by one, in order (subject codes follow arrival)
+EXAMPLE_TIMELINES = {(0, 56, 112), (0, 60, 200)}  # days from baseline of the two, whatever their codes
+
+
+def timelines(rows: list[dict[str, object]]) -> dict[str, tuple[int, ...]]:
+    """Subject -> the days from baseline of its timepoints, from timepoint-level rows (JSON)."""
+    days: dict[str, list[int]] = {}
+    for row in rows:
+        days.setdefault(str(row["subject"]), []).append(int(row["days_from_baseline"]))  # type: ignore[call-overload]
+    return {subject: tuple(sorted(found)) for subject, found in days.items()}
+
+
+def subject_with_day(rows: list[dict[str, object]], day: int) -> str:
+    return next(subject for subject, days in timelines(rows).items() if day in days)
+
+
 FIRST_DAY = dt.date(2024, 1, 8)
 
 

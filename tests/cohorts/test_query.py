@@ -112,3 +112,24 @@ def test_bad_filters_are_refused_with_the_reason() -> None:
         CohortFilters(project="lung", days_min=10, days_max=5)
     with pytest.raises(ValueError, match="Extra inputs"):
         CohortFilters(project="lung", patient_name="x")  # type: ignore[call-arg]
+
+
+def test_an_earlier_study_arriving_later_moves_the_baseline_and_the_labels(tmp_path: Path) -> None:
+    runtime = Runtime.start(make_settings(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}", lung=population.PROJECT))
+    try:
+        service = runtime.ingest("test")
+        late, early = (
+            population.write(tmp_path / n, trial={7: [population.Scan(d)]}) for n, d in (("a", 56), ("b", 0))
+        )
+        for path in late:
+            service.ingest(path, project="lung", source="test")
+        first = query(runtime, Level.TIMEPOINT).rows
+        assert [(r.timepoint_label, r.days_from_baseline) for r in first] == [("baseline", 0)]  # type: ignore[union-attr]
+        for path in early:
+            service.ingest(path, project="lung", source="test")
+        labels = [
+            (r.timepoint_label, r.days_from_baseline, r.timepoint_index) for r in query(runtime, Level.TIMEPOINT).rows
+        ]  # type: ignore[union-attr]
+        assert labels == [("baseline", 0, 0), ("week8", 56, 1)]
+    finally:
+        runtime.close()
