@@ -214,7 +214,12 @@ class Spool:
         return sum(1 for _ in self.entries())
 
     def writable(self) -> bool:
-        return self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)
+        """Whether instances can be received into the spool (its folder is made on first use)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.root, os.W_OK | os.X_OK)
 
 
 def _marker(project: str, label: str, length: int, crc: int) -> bytes | None:
