@@ -95,7 +95,9 @@ def _contains(column: KeyedColumnElement[Any], text: str) -> ColumnElement[bool]
 
 
 def _any_of(column: KeyedColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
-    return func.upper(column).in_([value.upper() for value in values])
+    """Code strings (CS: modality, body part) are upper case by the standard: compared as stored, so that the
+    database's statistics and indexes apply."""
+    return column.in_([value.upper() for value in values])
 
 
 def _between(column: KeyedColumnElement[Any], low: Any, high: Any) -> Iterable[ColumnElement[bool]]:
