@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from bridge.wiring import Runtime
 from tests import factory
+from tests.conftest import make_settings
 
 VISITS = [
     {"label": "baseline", "from_day": 0, "to_day": 0},
@@ -76,3 +79,16 @@ def datasets(trial: dict[int, list[Scan]] = TRIAL, per_series: int = 2, marker: 
 
 def write(folder: Path, **kw: object) -> list[Path]:
     return factory.write_files(datasets(**kw), folder)  # type: ignore[arg-type]
+
+
+@contextmanager
+def ingested(folder: Path, database_url: str) -> Iterator[Runtime]:
+    """A runtime whose index holds the trial, ingested one instance after another (codes follow numbers)."""
+    runtime = Runtime.start(make_settings(folder, database_url, lung=PROJECT))
+    service = runtime.ingest("test")
+    for path in write(folder / "in"):
+        service.ingest(path, project="lung", source="test")
+    try:
+        yield runtime
+    finally:
+        runtime.close()

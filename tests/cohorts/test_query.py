@@ -24,14 +24,8 @@ EXAMPLE = {
 
 @pytest.fixture
 def trial(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
-    runtime = Runtime.start(make_settings(tmp_path, database_url, lung=population.PROJECT))
-    service = runtime.ingest("test")
-    for path in population.write(tmp_path / "in"):
-        service.ingest(path, project="lung", source="test")
-    try:
+    with population.ingested(tmp_path, database_url) as runtime:
         yield runtime
-    finally:
-        runtime.close()
 
 
 def query(runtime: Runtime, level: Level = Level.SERIES, sort: str | None = None, **filters: object):  # type: ignore[no-untyped-def]

@@ -22,21 +22,14 @@ from bridge.export.formats import Format
 from bridge.wiring import Runtime
 from storage.models.research import Instance
 from tests.cohorts import population
-from tests.conftest import make_settings
 
 EXAMPLE = CohortFilters(project="lung", modality=["CT"], body_part=["CHEST"], slice_thickness_max=2.5, min_followups=2)
 
 
 @pytest.fixture
 def trial(tmp_path: Path) -> Iterator[Runtime]:
-    runtime = Runtime.start(make_settings(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}", lung=population.PROJECT))
-    service = runtime.ingest("test")
-    for path in population.write(tmp_path / "in"):
-        service.ingest(path, project="lung", source="test")
-    try:
+    with population.ingested(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}") as runtime:
         yield runtime
-    finally:
-        runtime.close()
 
 
 def chosen(runtime: Runtime):  # type: ignore[no-untyped-def]
