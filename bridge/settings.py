@@ -119,11 +119,30 @@ class CallerSettings(Section):
         return value
 
 
+class MoveDestinationSettings(Section):
+    """A node a C-MOVE of this project may send to: the Move Destination AE title names it, the address is
+    configured here (a C-MOVE-RQ carries only the title)."""
+
+    ae_title: str = Field(pattern=AE_TITLE)
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+
 class ProjectDimseSettings(Section):
-    """How the DICOM listener routes to this project: the called AE title, and who may call it."""
+    """How the DICOM listener routes to this project: the called AE title, who may call it (to store, query
+    and retrieve), and where its C-MOVEs may send."""
 
     ae_title: str | None = Field(default=None, pattern=AE_TITLE)
     allowed_callers: list[CallerSettings] = []
+    move_destinations: list[MoveDestinationSettings] = []
+
+    @field_validator("move_destinations")
+    @classmethod
+    def _unique_destinations(cls, value: list[MoveDestinationSettings]) -> list[MoveDestinationSettings]:
+        titles = [destination.ae_title for destination in value]
+        if len(titles) != len(set(titles)):
+            raise ValueError(f"move_destinations: AE titles must be unique ({', '.join(titles)})")
+        return value
 
 
 UNSCHEDULED = "unscheduled"  # the label of a timepoint outside every visit window
@@ -307,6 +326,11 @@ class HttpSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_stow_bytes: int = Field(default=4 * 1024**3, ge=1024)  # one STOW-RS request (a study, say)
+    dicomweb_max_results: int = Field(default=1000, ge=1, le=100000)  # QIDO-RS caps `limit` at this
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")  # links in answers
+    viewer_dir: Path = Path("var/viewer")  # the OHIF viewer's dist/, as scripts/fetch-viewer.sh unpacks it
+    cors_origins: list[str] = []  # origins of browser apps (a viewer elsewhere) allowed to call; "*" for any
     metrics_dir: Path = Path("var/metrics")  # every process's counts, added up by /metrics; emptied at start
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: installs what the tests need, starts what they talk to.
 # Debian packages: dcmtk (real DICOM peers), dicom3tools (dciodvfy), orthanc and orthanc-dicomweb (the PACS the
-# pull tests talk to). PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth) is started if it is
+# pull and DICOMweb tests talk to), chromium (the viewer test's browser), npm (fetches the OHIF viewer). PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth) is started if it is
 # installed but not running. Arguments are passed to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ command -v dciodvfy >/dev/null || missing+=(dicom3tools)
 command -v storescu >/dev/null || missing+=(dcmtk)
 [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
+command -v chromium >/dev/null || missing+=(chromium)  # the viewer's browser test (Playwright drives it)
+command -v npm >/dev/null || missing+=(npm)  # fetches the pinned OHIF viewer
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
@@ -29,6 +31,8 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv || exit 1
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' || exit 1
+
+./scripts/fetch-viewer.sh || exit 1
 
 export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}"
 .venv/bin/ruff check . || exit 1

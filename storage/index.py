@@ -117,6 +117,10 @@ class InstanceRow(TypedDict):
     sop_class_uid: str
     transfer_syntax_uid: str
     instance_number: int | None
+    rows: int | None
+    columns: int | None
+    bits_allocated: int | None
+    number_of_frames: int | None
     path: str
     size: int
     sha256: str

@@ -14,9 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[set[str]] = [
     {"bridge.errors", "bridge.settings", "bridge.keys", "bridge.process", "bridge.dicom"},
     {"bridge.deid"},
-    {"bridge.ingest", "bridge.timepoints", "bridge.remotes", "bridge.cohorts", "bridge.export", "bridge.access"},
+    {
+        "bridge.ingest",
+        "bridge.timepoints",
+        "bridge.remotes",
+        "bridge.cohorts",
+        "bridge.search",
+        "bridge.export",
+        "bridge.access",
+    },
     {"bridge.pull", "bridge.wiring"},
-    {"bridge.dimse", "bridge.api"},  # the edges: protocol in, one service call, status out
+    {"bridge.dimse", "bridge.api", "bridge.dicomweb"},  # the edges: protocol in, one service call, status out
     {"bridge.serve"},  # the composition root
     {"bridge.cli", "bridge.__main__"},
 ]

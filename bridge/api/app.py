@@ -7,16 +7,19 @@ refused before they are read (413); validation errors name the parameter and the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.api import admin_routes, cohort_routes, index_routes
+from bridge.api import admin_routes, cohort_routes, index_routes, viewer
+from bridge.dicomweb import routes as dicomweb_routes
 from bridge.settings import Settings
 from storage.db import Database
 from storage.spool import Spool
@@ -29,6 +32,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
+STOW_PATH = re.compile(r"/dicomweb(/projects/[^/]+)?/studies(/[^/]+)?")
 
 
 def create_app(settings: Settings, database: Database) -> FastAPI:
@@ -42,11 +46,23 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     app.state.spool = Spool(settings.storage.spool_dir)
     for module in (index_routes, cohort_routes, admin_routes):
         app.include_router(module.router)
+    dicomweb_routes.include(app)
+    app.include_router(viewer.router)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.middleware("http")(_security_headers)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
-    return BodyLimit(app, settings.http.max_request_bytes)  # type: ignore[return-value]
+    if settings.http.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.http.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Accept", "Content-Type"],
+            expose_headers=["Warning", "Content-Type", "Content-Length"],
+            max_age=600,
+        )
+    limits = {STOW_PATH: settings.http.max_stow_bytes}
+    return BodyLimit(app, settings.http.max_request_bytes, limits)  # type: ignore[return-value]
 
 
 async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -58,8 +74,10 @@ async def _validation_error(_request: Request, error: RequestValidationError) ->
 
 async def _security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     response = await call_next(request)
-    response.headers.update(SECURITY_HEADERS)
-    if not request.url.path.startswith(("/docs", "/redoc")):
+    for name, value in SECURITY_HEADERS.items():
+        if name not in response.headers:  # the viewer's files set their own caching and policy
+            response.headers[name] = value
+    if not request.url.path.startswith(("/docs", "/redoc")) and "content-security-policy" not in response.headers:
         response.headers["Content-Security-Policy"] = API_CSP
     return response
 
@@ -87,19 +105,29 @@ def _metrics(request: Request) -> PlainTextResponse:
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes: by Content-Length at once, else while they stream in."""
+    """Refuse request bodies over `limit` bytes (over `limits[pattern]` for POSTs to paths that match it):
+    by Content-Length at once, else while they stream in."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, limits: dict[re.Pattern[str], int]) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.limits = limits
         self.state = getattr(app, "state", None)
+
+    def limit_of(self, scope: Scope) -> int:
+        if scope.get("method") == "POST":
+            for pattern, limit in self.limits.items():
+                if pattern.fullmatch(scope.get("path", "")):
+                    return limit
+        return self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_of(scope)
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await PlainTextResponse("request body too large", status_code=413)(scope, receive, send)
             return
         seen = 0
@@ -108,7 +136,7 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 raise _TooLarge
             return message
 

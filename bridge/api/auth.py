@@ -1,4 +1,6 @@
 """Who is asking, and may they: bearer tokens checked against the users' table, one place for every route.
+HTTP basic is taken too, for DICOMweb clients that only do basic: the user is the token's name, the
+password the token.
 
 No token or an unknown one is 401; a role or project the token lacks is 403. Both are audited (the user's
 name or "anonymous", the route's template, never its values).
@@ -6,6 +8,8 @@ name or "anonymous", the route's template, never its values).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from typing import Annotated
 
@@ -27,19 +31,34 @@ def _deny(request: Request, status: int, who: str, why: str) -> HTTPException:
         audit.record_event(
             work.research, actor=f"api:{who}", action="api.denied", object=f"{request.method} {route}"[:128], detail=why
         )
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    # basic is offered where DICOMweb clients that know only basic come (a browser would prompt elsewhere)
+    challenge = 'Bearer, Basic realm="pacs-bridge"' if request.url.path.startswith("/dicomweb") else "Bearer"
+    headers = {"WWW-Authenticate": challenge} if status == 401 else None
     return HTTPException(status, detail=why, headers=headers)
 
 
 def principal(request: Request) -> Principal:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _deny(request, 401, "anonymous", "a bearer token is required")
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    name, token = None, credentials.strip()
+    if scheme.lower() == "basic":
+        name, token = _basic(token)
+    elif scheme.lower() != "bearer":
+        token = ""
+    if not token:
+        raise _deny(request, 401, "anonymous", "a bearer token (or basic: token name and token) is required")
     with database(request).reading() as session:
-        found = authenticate(session, token.strip())
-    if found is None:
+        found = authenticate(session, token)
+    if found is None or (name is not None and name != found.name):
         raise _deny(request, 401, "anonymous", "unknown or revoked token")
     return found
+
+
+def _basic(credentials: str) -> tuple[str, str]:
+    try:
+        name, _, token = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    return name, token
 
 
 Caller = Annotated[Principal, Depends(principal)]

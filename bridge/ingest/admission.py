@@ -11,8 +11,9 @@ from pydicom.dataset import FileDataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
+from bridge.dicom import status
 from bridge.dicom.elements import number_of, tag_of, text_of, value_length, value_of
-from bridge.errors import Refused
+from bridge.errors import MalformedInstance, Refused
 
 # tags as constants: `text_of(ds, TAG)` skips the keyword look-up of `ds.get("Keyword")`
 _REQUIRED = {k: tag_of(k) for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")}
@@ -79,6 +80,12 @@ def check_request(ds: FileDataset, *, sop_class_uid: str, sop_instance_uid: str)
         raise Refused("SOPInstanceUID differs from the C-STORE Affected SOP Instance UID", mismatch=True)
 
 
+def check_study(ds: FileDataset, study_uid: str) -> None:
+    """The dataset must belong to the study the request named (STOW-RS to /studies/{study})."""
+    if text_of(ds, _REQUIRED["StudyInstanceUID"]) != study_uid:
+        raise Refused("StudyInstanceUID differs from the study of the STOW-RS request", mismatch=True)
+
+
 def burned_in_reason(ds: FileDataset) -> str | None:
     """Why the pixels may carry burned-in PHI, or None (PS3.15: Burned In Annotation, capture modalities)."""
     flag = text_of(ds, _BURNED_IN).strip().upper()
@@ -95,3 +102,12 @@ def burned_in_reason(ds: FileDataset) -> str | None:
     if image_type[:2] == ["DERIVED", "SECONDARY"] and any("SCREEN" in v for v in image_type):
         return "possible burned-in annotation: screen capture without BurnedInAnnotation"
     return None
+
+
+def status_for(problem: Exception) -> int:
+    """The failure status for a refused instance: A9xx when it contradicts its SOP class, C0xx otherwise."""
+    if isinstance(problem, Refused) and problem.mismatch:
+        return status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    if isinstance(problem, (Refused, MalformedInstance)):
+        return status.CANNOT_UNDERSTAND
+    return status.PROCESSING_FAILURE

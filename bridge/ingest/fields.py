@@ -53,6 +53,8 @@ FIELDS: tuple[Field, ...] = (
     Field("PatientID", Level.SUBJECT, "subject_code"),
     Field("StudyInstanceUID", Level.TIMEPOINT, "study_uid"),
     Field("StudyDate", Level.TIMEPOINT, "study_date", Kind.DATE),
+    Field("StudyTime", Level.TIMEPOINT, "study_time"),
+    Field("PatientSex", Level.TIMEPOINT, "patient_sex"),
     Field("StudyDescription", Level.TIMEPOINT, "description"),
     Field("ClinicalTrialTimePointID", Level.TIMEPOINT, "label"),
     Field("SeriesInstanceUID", Level.SERIES, "series_uid"),
@@ -72,7 +74,13 @@ FIELDS: tuple[Field, ...] = (
     Field("SOPInstanceUID", Level.INSTANCE, "sop_instance_uid"),
     Field("SOPClassUID", Level.INSTANCE, "sop_class_uid"),
     Field("InstanceNumber", Level.INSTANCE, "instance_number", Kind.INT),
+    Field("Rows", Level.INSTANCE, "rows", Kind.INT),
+    Field("Columns", Level.INSTANCE, "columns", Kind.INT),
+    Field("BitsAllocated", Level.INSTANCE, "bits_allocated", Kind.INT),
+    Field("NumberOfFrames", Level.INSTANCE, "number_of_frames", Kind.INT),
 )
+# read on ingest's hot path by `instance_number` and the fast element readers, not by `row_values`
+_FAST_INSTANCE_COLUMNS = frozenset({"sop_instance_uid", "sop_class_uid", "instance_number"})
 
 
 def fields_of(level: Level) -> tuple[Field, ...]:
@@ -87,6 +95,11 @@ def column_of(keyword: str, level: Level) -> str | None:
 def row_values(ds: Dataset, level: Level) -> dict[str, Any]:
     """The columns of `level` read from a de-identified dataset (for a new timepoint or series row)."""
     return {field.column: _read(ds, field) for field in fields_of(level)}
+
+
+def image_values(ds: Dataset) -> dict[str, Any]:
+    """The instance columns besides those ingest reads on its fast path (image size, frames)."""
+    return {f.column: _read(ds, f) for f in fields_of(Level.INSTANCE) if f.column not in _FAST_INSTANCE_COLUMNS}
 
 
 def _read(ds: Dataset, field: Field) -> Any:

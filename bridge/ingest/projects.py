@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.deid import values
 from bridge.deid.deidentify import PrivateKeep
 from bridge.deid.identity import TrialAttributes
 from bridge.deid.table import Option, Policy
@@ -34,6 +35,12 @@ class ProjectContext:
     @property
     def retain_uids(self) -> bool:
         return Option.RETAIN_UIDS in self.policy.options
+
+    def stored_uid(self, uid: str) -> str:
+        """The UID an instance's `uid` is stored under once de-identified (what a STOW-RS answer names)."""
+        if self.retain_uids or not uid or values.is_well_known_uid(uid):
+            return uid
+        return values.pseudo_uid(self.key, uid)
 
     def subject_code(self, number: int) -> str:
         """The pseudonym of the project's `number`-th subject: `<prefix>-<number>`, e.g. LUNG-0007."""

@@ -24,7 +24,7 @@ from bridge.dicom.elements import tag_of, text_of, value_of
 from bridge.dicom.files import read_instance, write_instance
 from bridge.errors import MalformedInstance, Refused
 from bridge.ingest.admission import burned_in_reason, check_instance
-from bridge.ingest.fields import Level, instance_number, row_values
+from bridge.ingest.fields import Level, image_values, instance_number, row_values
 from bridge.ingest.projects import ProjectContext
 from bridge.process.caches import BoundedCache, BoundedSet
 from bridge.process.metrics import metrics, reason_class
@@ -372,6 +372,7 @@ class IngestService:
             "sop_class_uid": text_of(out, _SOP_CLASS_UID),
             "transfer_syntax_uid": text_of(out.file_meta, _TRANSFER_SYNTAX),
             "instance_number": instance_number(out),
+            **image_values(out),  # type: ignore[typeddict-item]
             "path": p.stored.relative_path,
             "size": p.stored.size,
             "sha256": p.stored.sha256,

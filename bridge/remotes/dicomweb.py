@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import requests
 from dicomweb_client.api import DICOMwebClient
 
+from bridge.dicom.multipart import MultipartError, boundary_of, split_parts
 from bridge.errors import RemoteError, RetriableError, TruncatedSearch, redact, with_retries
 from bridge.remotes.base import Delivery, FilePart, RemoteInstance, RemoteSeries, first_value
-from bridge.remotes.multipart import MultipartError, boundary_of, split_parts
 from bridge.settings import RemoteSettings
 
 logger = logging.getLogger(__name__)

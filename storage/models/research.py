@@ -50,6 +50,8 @@ class Timepoint(ResearchModel, table=True):
     subject_id: int = Field(foreign_key="subject.id", index=True)
     study_uid: str = Field(max_length=64)
     study_date: dt.date | None = None
+    study_time: str | None = Field(default=None, max_length=16)  # TM as received (shifted with the date, if so)
+    patient_sex: str | None = Field(default=None, max_length=16)
     days_from_baseline: int | None = None
     timepoint_index: int | None = None  # 0 = baseline, then by date; None while undated
     label: str | None = Field(default=None, max_length=64)
@@ -100,6 +102,10 @@ class Instance(ResearchModel, table=True):
     sop_class_uid: str = Field(max_length=64)
     transfer_syntax_uid: str = Field(max_length=64)
     instance_number: int | None = None
+    rows: int | None = None  # what QIDO-RS answers at instance level, from the index
+    columns: int | None = None
+    bits_allocated: int | None = None
+    number_of_frames: int | None = None
     path: str = Field(max_length=512)
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha256: str = Field(max_length=64)

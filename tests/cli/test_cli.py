@@ -175,7 +175,7 @@ def test_db_upgrade(tmp_path: Path, database_url: str) -> None:
     config = write_config(tmp_path, database_url)
     result = run("db", "upgrade", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "0003_cohorts" in result.stdout
+    assert "0004_dicomweb" in result.stdout
 
 
 def test_two_imports_at_once_store_everything_once(tmp_path: Path, database_url: str) -> None:

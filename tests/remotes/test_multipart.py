@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bridge.remotes.multipart import MultipartError, boundary_of, split_parts
+from bridge.dicom.multipart import MultipartError, boundary_of, split_parts
 
 
 def body(parts: list[bytes], boundary: str) -> bytes:

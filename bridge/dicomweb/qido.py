@@ -1,0 +1,105 @@
+"""QIDO-RS (PS3.18 10.6): studies, series and instances searched in the index, never in the files.
+
+Query parameters other than the reserved ones are matching keys, by keyword or tag (`PatientID=X`,
+`00100020=X`). `limit` is capped at `http.dicomweb_max_results`; a truncated answer says so in a
+`Warning: 299` header, as does a `fuzzymatching=true` request (answered with literal matching).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from bridge.dicomweb.context import Db, Scope, base_url
+from bridge.dicomweb.dicomjson import element, search_results
+from bridge.search.attributes import Level
+from bridge.search.matching import MatchError
+from bridge.search.query import Search, search
+
+router = APIRouter(tags=["dicomweb"])
+MEDIA_TYPE = "application/dicom+json"
+_RESERVED = {"limit", "offset", "includefield", "fuzzymatching"}
+_RETRIEVE_URL = 0x00081190
+
+
+def _search(
+    request: Request, db: Db, projects: Scope, level: Level, study: str | None = None, series: str | None = None
+) -> JSONResponse:
+    params = request.query_params
+    keys = {name: value for name, value in params.items() if name.lower() not in _RESERVED}
+    include = [field.strip() for value in params.getlist("includefield") for field in value.split(",") if field.strip()]
+    maximum = request.app.state.settings.http.dicomweb_max_results
+    try:
+        limit = min(int(params.get("limit", maximum)), maximum)
+        offset = int(params.get("offset", 0))
+    except ValueError:
+        raise HTTPException(400, "limit and offset: whole numbers") from None
+    if limit < 0 or offset < 0:
+        raise HTTPException(400, "limit and offset: zero or more")
+    query = Search(
+        level=level,
+        keys=keys,
+        projects=projects,
+        study_uid=study,
+        series_uid=series,
+        include=[name for name in include if name.lower() != "all"],
+        include_all=any(name.lower() == "all" for name in include),
+        limit=limit,
+        offset=offset,
+    )
+    try:
+        with db.reading() as session:
+            found = search(session, query)
+    except MatchError as error:
+        raise HTTPException(400, str(error)) from None
+    base = base_url(request)
+    body = search_results(found, lambda row: _retrieve_url(base, level, row))
+    warnings, host = [], request.url.netloc or "pacs-bridge"
+    if params.get("fuzzymatching", "").lower() == "true":
+        text = "The fuzzymatching parameter is not supported. Only literal matching has been performed."
+        warnings.append(f'299 {host} "{text}"')
+    if found.truncated:  # the wording PS3.18 gives
+        warnings.append(f'299 {host} "There are additional results that can be requested"')
+    headers = {"Warning": ", ".join(warnings)} if warnings else None
+    return JSONResponse(body, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _retrieve_url(base: str, level: Level, row: dict[str, Any]) -> dict[str, Any]:
+    url = f"{base}/studies/{row['StudyInstanceUID']}"
+    if level is not Level.STUDY:
+        url += f"/series/{row['SeriesInstanceUID']}"
+    if level is Level.IMAGE:
+        url += f"/instances/{row['SOPInstanceUID']}"
+    return {f"{_RETRIEVE_URL:08X}": element(_RETRIEVE_URL, "UR", [url])}
+
+
+@router.get("/studies")
+def studies(request: Request, db: Db, projects: Scope) -> JSONResponse:
+    return _search(request, db, projects, Level.STUDY)
+
+
+@router.get("/series")
+def all_series(request: Request, db: Db, projects: Scope) -> JSONResponse:
+    return _search(request, db, projects, Level.SERIES)
+
+
+@router.get("/studies/{study}/series")
+def series_of_study(study: str, request: Request, db: Db, projects: Scope) -> JSONResponse:
+    return _search(request, db, projects, Level.SERIES, study)
+
+
+@router.get("/instances")
+def all_instances(request: Request, db: Db, projects: Scope) -> JSONResponse:
+    return _search(request, db, projects, Level.IMAGE)
+
+
+@router.get("/studies/{study}/instances")
+def instances_of_study(study: str, request: Request, db: Db, projects: Scope) -> JSONResponse:
+    return _search(request, db, projects, Level.IMAGE, study)
+
+
+@router.get("/studies/{study}/series/{series}/instances")
+def instances_of_series(study: str, series: str, request: Request, db: Db, projects: Scope) -> JSONResponse:
+    return _search(request, db, projects, Level.IMAGE, study, series)
