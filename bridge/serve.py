@@ -32,6 +32,8 @@ from typing import Any
 from bridge.api.server import HttpProcess, wait_until_ready
 from bridge.dimse.acceptor import Acceptor, audit_with
 from bridge.dimse.association import Services
+from bridge.dimse.qr_handlers import QueryRetrieveScp
+from bridge.dimse.qr_service import QueryRetrieveService
 from bridge.dimse.store import StoreService
 from bridge.errors import ConfigError, RemoteError
 from bridge.ingest.workers import run_spool_worker
@@ -165,13 +167,20 @@ class Intake:
 
 
 def listen(settings: Settings, runtime: Runtime, spool: Spool, *, reuse_port: bool) -> Acceptor:
-    """A DICOM listener in this process, answering C-ECHO and C-STORE into `spool`."""
+    """A DICOM listener in this process, answering C-ECHO, C-STORE into `spool`, and C-FIND, C-MOVE and
+    C-GET from the index and the store."""
     store = StoreService(
         spool=spool,
         ingest=runtime.ingest("serve:dimse"),
         min_free_bytes=settings.dimse.min_free_space_mb * 1024 * 1024,
     )
-    return Acceptor(settings, Services(store=store), audit_with(runtime.database, "serve:dimse"), reuse_port=reuse_port)
+    audit = audit_with(runtime.database, "serve:dimse")
+    query_retrieve = QueryRetrieveScp(
+        QueryRetrieveService(settings=settings, database=runtime.database, store=runtime.store),
+        timeouts=settings.dimse,
+        audit=audit,
+    )
+    return Acceptor(settings, Services(store=store, query_retrieve=query_retrieve), audit, reuse_port=reuse_port)
 
 
 def run_listener(settings: Settings, stop: Any, supervisor: int) -> None:

@@ -15,12 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES
 from pynetdicom.presentation import PresentationContext, build_context
 
 from bridge.dicom.sop_classes import Verification, storage_sop_classes
 from bridge.dimse.association import Association, Limits, Services
 from bridge.dimse.callers import CallerPolicy
+from bridge.dimse.information_models import query_retrieve_sop_classes
 from bridge.errors import ConfigError
 from bridge.settings import DimseSettings, Settings
 from storage.audit import record_event
@@ -29,12 +31,32 @@ from storage.db import Database
 logger = logging.getLogger(__name__)
 
 _ACCEPT_POLL_SECONDS = 0.2
+_IDENTIFIER_SYNTAXES: list[str | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 
 def supported_contexts() -> list[PresentationContext]:
-    """Verification, and every storage SOP class in every transfer syntax (stored as received)."""
+    """Verification; every storage SOP class in every transfer syntax (stored as received), in either role
+    (a C-GET requestor takes the SCP role for the classes it retrieves); the Query/Retrieve FIND, MOVE and
+    GET SOP classes of Patient Root and Study Root, whose identifiers are small (uncompressed little endian)."""
     contexts = [build_context(Verification)]
-    contexts += [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in storage_sop_classes()]
+    for uid in storage_sop_classes():
+        context = build_context(uid, ALL_TRANSFER_SYNTAXES)
+        context.scu_role = context.scp_role = True  # accept the roles the requestor proposes
+        contexts.append(context)
+    contexts += [build_context(uid, _IDENTIFIER_SYNTAXES) for uid in query_retrieve_sop_classes()]
+    return contexts
+
+
+def retrieving_contexts() -> dict[str, PresentationContext]:
+    """The storage contexts negotiated with a requestor that takes the SCP role (C-GET), by SOP class:
+    Explicit VR Little Endian preferred (the acceptor's order decides when a context proposes several
+    syntaxes), the syntax most stored files are in, so that they go back as stored and with their VRs."""
+    preferred = [ExplicitVRLittleEndian, *(uid for uid in ALL_TRANSFER_SYNTAXES if uid != ExplicitVRLittleEndian)]
+    contexts = {}
+    for uid in storage_sop_classes():
+        context = build_context(uid, preferred)
+        context.scu_role = context.scp_role = True
+        contexts[uid] = context
     return contexts
 
 
@@ -57,7 +79,7 @@ class Acceptor:
         self, settings: Settings, services: Services, audit: Callable[[str, str], None], *, reuse_port: bool
     ) -> None:
         dimse = settings.dimse
-        self.limits = Limits(settings=dimse, supported=supported_contexts())
+        self.limits = Limits(settings=dimse, supported=supported_contexts(), retrieving=retrieving_contexts())
         self.policy = CallerPolicy(settings)
         self.services = services
         self.audit = audit

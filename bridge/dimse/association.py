@@ -1,10 +1,14 @@
 """One accepted connection, from A-ASSOCIATE-RQ to release or abort, in its own thread.
 
 Each DIMSE request is handed to the service that serves it (`Services`: C-ECHO here, C-STORE by the store
-service). A C-STORE's dataset fragments go from the socket straight into a spool file (no decode, bounded
-memory); when the last fragment is in, the store service checks and admits the file and the C-STORE is
-answered. The association never waits for anything but its own peer, so a stalled peer only
-holds its own thread until a timeout aborts it:
+service, C-FIND/C-MOVE/C-GET by the Query/Retrieve SCP). A C-STORE's dataset fragments go from the socket
+straight into a spool file (no decode, bounded memory); when the last fragment is in, the store service
+checks and admits the file and the C-STORE is answered. A Q/R request's identifier is gathered in memory
+and its handler answers through this association (`Peer`), which for a C-GET also sends the C-STORE
+sub-operations and reads their responses (`StoreChannel`); a C-CANCEL-RQ is looked for between responses
+without waiting for one. Operations are served one at a time (no asynchronous operations window).
+The association never waits for anything but its own peer (and a C-MOVE's destination), so a stalled peer
+only holds its own thread until a timeout aborts it:
 
 - `acse_timeout`: for the A-ASSOCIATE-RQ after the connection opens (and the TLS handshake);
 - `network_timeout`: for the next message on an idle association;
@@ -19,14 +23,21 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import BinaryIO, cast
 
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 
 from bridge.dicom import status
 from bridge.dicom.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from bridge.dimse import messages, pdu
 from bridge.dimse.callers import CallerPolicy
+from bridge.dimse.get import GetSender
+from bridge.dimse.identifier import encode_identifier
+from bridge.dimse.information_models import MODELS
+from bridge.dimse.qr_handlers import QueryRetrieveScp
 from bridge.dimse.store import StoreService
 from bridge.settings import DimseSettings
 from storage.spool import IncomingFile
@@ -36,6 +47,8 @@ logger = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 _READ_BUFFER = 256 * 1024
 _MAX_COMMAND = 64 * 1024  # a command set is a few hundred bytes
+_MAX_IDENTIFIER = 1 << 20  # a C-FIND/C-MOVE/C-GET identifier is a few keys
+_RESPONSE_BIT = 0x8000  # a response's command field is its request's with this bit set
 
 
 class PeerGone(Exception):
@@ -44,10 +57,12 @@ class PeerGone(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """What every association of a listener shares: timeouts, PDU size, the contexts it supports."""
+    """What every association of a listener shares: timeouts, PDU size, the contexts it supports (and
+    those it negotiates for storage SOP classes a requestor retrieves, by SOP class)."""
 
     settings: DimseSettings
     supported: list[PresentationContext]
+    retrieving: dict[str, PresentationContext]
 
 
 class _Reader:
@@ -78,9 +93,10 @@ class _Reader:
 @dataclass(frozen=True)
 class Services:
     """What the associations of a listener hand their requests to, one service per DIMSE service class:
-    C-STORE today; the Query/Retrieve SCP (C-FIND, C-MOVE, C-GET) takes its place beside it."""
+    C-STORE, and the Query/Retrieve SCP (C-FIND, C-MOVE, C-GET; None: they are answered 0x0122)."""
 
     store: StoreService
+    query_retrieve: QueryRetrieveScp | None = None
 
 
 class Association:
@@ -106,12 +122,22 @@ class Association:
         self.operations: dict[int, Callable[[int, messages.Command], None]] = {
             messages.C_ECHO_RQ: self._echo,
             messages.C_STORE_RQ: self._begin_store,
+            messages.C_FIND_RQ: self._begin_query,
+            messages.C_MOVE_RQ: self._begin_query,
+            messages.C_GET_RQ: self._begin_query,
+            messages.C_CANCEL_RQ: self._cancel,
         }
         self.audit = audit
         self.admit_another = admit_another
         self.project = ""
         self.calling = ""
+        self.called = ""
         self.contexts: dict[int, tuple[str, str]] = {}
+        self.peer_max_pdu = 0  # 0: no limit
+        self.storage_scp_roles: set[str] = set()  # SOP classes the requestor stores as SCP (C-GET)
+        self.identifier: bytearray | None = None  # of the Q/R request being received
+        self.cancels: set[int] = set()  # message IDs the peer cancelled
+        self.message_id = 0  # of our last C-STORE sub-operation request
         self.command = bytearray()
         self.request: messages.Command | None = None
         self.request_context = 0
@@ -189,19 +215,40 @@ class Association:
                 pdu.LOCAL_LIMIT_EXCEEDED,
                 "dimse.max_associations reached",
             )
+        # our storage contexts accept any role proposed (acceptor.supported_contexts), so where the
+        # requestor asks for the SCP role it has it, and we may send C-STOREs on those contexts (C-GET)
+        self.storage_scp_roles = {
+            str(item.sop_class_uid)
+            for item in request.primitive.user_information
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.scp_role and item.sop_class_uid
+        }
         settings = self.limits.settings
         negotiated = pdu.negotiate(
             request,
-            self.limits.supported,
+            self._supported(),
             max_pdu_size=settings.max_pdu_size,
             implementation_class_uid=str(IMPLEMENTATION_CLASS_UID),
             implementation_version=IMPLEMENTATION_VERSION,
         )
         self.project = decision.project
+        self.called = request.called_ae_title
         self.contexts = negotiated.contexts
+        self.peer_max_pdu = int(request.primitive.maximum_length_received or 0)
         self.connection.sendall(negotiated.accept)
         logger.debug("accepted association from %s (%s) for project %s", self.address, self.calling, self.project)
         return True
+
+    def _supported(self) -> list[PresentationContext]:
+        """The contexts to negotiate: for the storage SOP classes the requestor retrieves (SCP role) the
+        ones preferring the syntax most files are stored in, so that they go back as stored."""
+        if not self.storage_scp_roles:
+            return self.limits.supported
+        retrieving = self.limits.retrieving
+        roles = self.storage_scp_roles
+        return [
+            retrieving.get(uid, context) if (uid := str(context.abstract_syntax)) in roles else context
+            for context in self.limits.supported
+        ]
 
     def _reject(self, result: int, source: int, reason: int, why: str) -> bool:
         logger.warning("rejected association from %s: %s", self.address, why)
@@ -262,7 +309,7 @@ class Association:
         operation(context_id, request)
 
     def _echo(self, context_id: int, request: messages.Command) -> None:
-        self._respond(context_id, request, messages.C_ECHO_RSP, status.SUCCESS)
+        self.respond(context_id, request, messages.C_ECHO_RSP, status.SUCCESS)
 
     def _begin_store(self, context_id: int, request: messages.Command) -> None:
         """A C-STORE-RQ: its dataset goes to a spool file as it arrives, unless it is refused already."""
@@ -284,7 +331,38 @@ class Association:
             calling_ae=self.calling,
         )
 
+    def _begin_query(self, context_id: int, request: messages.Command) -> None:
+        """A C-FIND/C-MOVE/C-GET-RQ: its identifier is gathered, then the Q/R SCP answers it."""
+        if not request.has_dataset:
+            raise pdu.ProtocolError("query/retrieve request without an identifier")
+        self.request, self.request_context = request, context_id
+        self.identifier = bytearray()
+
+    def _identifier_fragment(self, context_id: int, length: int, *, last: bool) -> None:
+        request, identifier = self.request, self.identifier
+        assert request is not None and identifier is not None
+        if context_id != self.request_context or len(identifier) + length > _MAX_IDENTIFIER:
+            raise pdu.ProtocolError("identifier fragment out of place or too long", pdu.ABORT_INVALID_PARAMETER)
+        identifier += self.reader.exactly(length)
+        if not last:
+            return
+        self.request, self.identifier = None, None
+        response = request.command_field | _RESPONSE_BIT
+        scp = self.services.query_retrieve
+        abstract_syntax, _ = self.contexts[context_id]
+        if scp is None or request.sop_class_uid != abstract_syntax or abstract_syntax not in MODELS:
+            self.respond(context_id, request, response, status.SOP_CLASS_NOT_SUPPORTED)
+            return
+        scp.handle(self, context_id, request, bytes(identifier), lambda: GetSender(self, scp.service))
+        self.cancels.discard(request.message_id)
+
+    def _cancel(self, context_id: int, request: messages.Command) -> None:
+        """A C-CANCEL-RQ for an operation already answered: nothing to do (PS3.7 9.3.2.3)."""
+
     def _dataset_fragment(self, context_id: int, length: int, *, last: bool) -> None:
+        if self.identifier is not None:
+            self._identifier_fragment(context_id, length, last=last)
+            return
         request = self.request
         if request is None or context_id != self.request_context:
             raise pdu.ProtocolError("dataset fragment without its C-STORE-RQ", pdu.ABORT_INVALID_PARAMETER)
@@ -303,7 +381,115 @@ class Association:
                 sop_instance_uid=request.sop_instance_uid,
             )
         self.request, self.incoming, self.refusal = None, None, None
-        self._respond(context_id, request, messages.C_STORE_RSP, answer)
+        self.respond(context_id, request, messages.C_STORE_RSP, answer)
 
-    def _respond(self, context_id: int, request: messages.Command, field: int, answer: int) -> None:
-        self.connection.sendall(pdu.command_pdu(context_id, messages.encode_response(request, field, answer)))
+    # --- Peer: what the Q/R handlers answer through
+    def transfer_syntax(self, context_id: int) -> tuple[bool, bool]:
+        syntax = UID(self.contexts[context_id][1])
+        return bool(syntax.is_implicit_VR), bool(syntax.is_little_endian)
+
+    def respond(
+        self,
+        context_id: int,
+        request: messages.Command,
+        field: int,
+        answer: int,
+        *,
+        identifier: Dataset | None = None,
+        counts: messages.SubOperationCounts | None = None,
+        error_comment: str = "",
+    ) -> None:
+        data = None if identifier is None else encode_identifier(identifier, self.transfer_syntax(context_id))
+        command = messages.encode_response(
+            request, field, answer, has_dataset=data is not None, counts=counts, error_comment=error_comment
+        )
+        self.connection.sendall(pdu.command_pdu(context_id, command))
+        if data is not None:
+            self._send_dataset(context_id, io.BytesIO(data), len(data))
+
+    def cancelled(self, message_id: int) -> bool:
+        if message_id in self.cancels:
+            return True
+        while self._input_waiting():
+            command = self._read_command()
+            if command.command_field != messages.C_CANCEL_RQ:
+                raise pdu.ProtocolError(f"DIMSE command 0x{command.command_field:04X} while an operation runs")
+            self.cancels.add(command.message_id_responded)
+        return message_id in self.cancels
+
+    # --- StoreChannel: the C-STORE sub-operations of a C-GET
+    def storage_contexts(self, sop_class_uid: str) -> dict[str, int]:
+        if sop_class_uid not in self.storage_scp_roles:
+            return {}
+        return {syntax: cid for cid, (abstract, syntax) in self.contexts.items() if abstract == sop_class_uid}
+
+    def next_message_id(self) -> int:
+        self.message_id = self.message_id % 0xFFFF + 1
+        return self.message_id
+
+    def send_message(self, context_id: int, command: bytes, dataset: BinaryIO, length: int) -> None:
+        self.connection.sendall(pdu.command_pdu(context_id, command))
+        self._send_dataset(context_id, dataset, length)
+
+    def store_response(self, message_id: int) -> int:
+        while True:
+            command = self._read_command()
+            if command.command_field == messages.C_CANCEL_RQ:
+                self.cancels.add(command.message_id_responded)
+            elif command.command_field == messages.C_STORE_RSP and command.message_id_responded == message_id:
+                return status.PROCESSING_FAILURE if command.status is None else command.status
+            else:
+                raise pdu.ProtocolError(f"DIMSE command 0x{command.command_field:04X} while a C-GET runs")
+
+    # --- framing of what the Q/R SCP sends and reads
+    def _send_dataset(self, context_id: int, dataset: BinaryIO, length: int) -> None:
+        """`length` bytes of `dataset` as P-DATA-TF PDUs no longer than the peer takes."""
+        fragment = min(self.peer_max_pdu - pdu.PDV_HEADER.size, _CHUNK) if self.peer_max_pdu else _CHUNK
+        remaining = length
+        while True:
+            chunk = dataset.read(min(fragment, remaining))
+            if len(chunk) < min(fragment, remaining):
+                raise OSError("a stored file is shorter than it was a moment ago")
+            remaining -= len(chunk)
+            control = pdu.LAST_FRAGMENT if not remaining else 0
+            header = pdu.HEADER.pack(pdu.P_DATA_TF, pdu.PDV_HEADER.size + len(chunk))
+            self.connection.sendall(header + pdu.PDV_HEADER.pack(len(chunk) + 2, context_id, control) + chunk)
+            if not remaining:
+                return
+
+    def _input_waiting(self) -> bool:
+        """Whether the peer has sent something not read yet (without waiting for it)."""
+        timeout = self.connection.gettimeout()
+        try:
+            self.connection.settimeout(0)
+            return bool(self.reader.stream.peek(1))
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return False
+        finally:
+            self.connection.settimeout(timeout)
+
+    def _read_command(self) -> messages.Command:
+        """The next message from the peer, which must be a command without a dataset (a C-STORE-RSP, a
+        C-CANCEL-RQ) while an operation runs."""
+        self.connection.settimeout(self.limits.settings.dimse_timeout)
+        command = bytearray()
+        while True:
+            pdu_type, length = pdu.HEADER.unpack(self.reader.exactly(6))
+            if pdu_type == pdu.ABORT:
+                self.reader.exactly(length)
+                raise PeerGone()
+            if pdu_type != pdu.P_DATA_TF:
+                raise pdu.ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} while an operation runs")
+            remaining = length
+            while remaining:
+                item_length, context_id, control = pdu.PDV_HEADER.unpack(self.reader.exactly(pdu.PDV_HEADER.size))
+                remaining -= 4 + item_length
+                if item_length < 2 or remaining < 0 or context_id not in self.contexts:
+                    raise pdu.ProtocolError("malformed PDV item", pdu.ABORT_INVALID_PARAMETER)
+                if not control & pdu.COMMAND or len(command) + item_length > _MAX_COMMAND:
+                    raise pdu.ProtocolError("a dataset where a command was expected", pdu.ABORT_INVALID_PARAMETER)
+                command += self.reader.exactly(item_length - 2)
+                if control & pdu.LAST_FRAGMENT:
+                    if remaining:
+                        raise pdu.ProtocolError("more PDV items after a command", pdu.ABORT_INVALID_PARAMETER)
+                    return messages.decode_command(bytes(command))
