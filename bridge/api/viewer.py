@@ -23,11 +23,12 @@ router = APIRouter(include_in_schema=False)
 BASE = "/viewer"
 _HERE = Path(__file__).parent / "viewer_assets"
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
-# the viewer runs WebAssembly codecs and workers from blob: URLs; it talks only to this origin
+# the viewer runs WebAssembly codecs and workers from blob: URLs, and its SEG loader evaluates generated
+# code ('unsafe-eval'); it talks only to this origin and runs no inline script but the index's own
 _CSP = (
-    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' {hashes}; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
-    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+    "default-src 'self'; script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval' {hashes}; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+    "worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
 )
 _OWN_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; frame-ancestors 'none'"
 _HASHED = re.compile(r"\.[0-9a-f]{16}\.|\.wasm$|\.woff2?$")  # content-addressed names: cached for a day

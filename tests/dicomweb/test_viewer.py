@@ -1,6 +1,7 @@
 """The OHIF viewer that `serve` offers at /viewer, in a real headless Chromium (Debian's, driven by
 Playwright): sign in with a token, the study list shows the test subjects, a subject's timepoints open
-together and a series is drawn (the viewport's screenshot has image pixels, not a blank canvas)."""
+together, a series is drawn (the viewport's screenshot has image pixels, not a blank canvas) and its SEG
+overlays it. Screenshots go to var/test-artefacts/viewer/."""
 
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ def non_blank(png: bytes) -> float:
     return float(np.mean(np.abs(pixels - np.median(pixels)) > 10))
 
 
+def tinted(png: bytes) -> float:
+    """The share of clearly coloured (not grey) pixels: a segment's overlay on a greyscale image."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    return float(np.mean(rgb.max(axis=2) - rgb.min(axis=2) > 60))
+
+
 @pytest.mark.parametrize("served", ["sqlite"], indirect=True)
 def test_viewer_lists_subjects_and_draws_a_series(served: Served, page: tuple[Page, list[str]]) -> None:
     browser_page, blocked = page
@@ -94,4 +101,17 @@ def test_viewer_lists_subjects_and_draws_a_series(served: Served, page: tuple[Pa
             break
     browser_page.screenshot(path=str(ARTEFACTS / "viewer.png"))
     assert drawn > 0.05, f"the viewport stayed blank ({drawn:.3f} of its pixels drawn)"
+
+    # the SEG of the baseline CT, as an overlay on the (de-identified) series it references
+    if browser_page.get_by_text("Skip all").count():
+        browser_page.get_by_text("Skip all").click()  # the viewer's first-visit tour
+    browser_page.get_by_text("SEG", exact=True).last.dblclick()
+    coloured = 0.0
+    for _ in range(30):
+        browser_page.wait_for_timeout(1000)
+        coloured = tinted(viewport.screenshot())
+        if coloured > 0.01:
+            break
+    browser_page.screenshot(path=str(ARTEFACTS / "viewer-seg.png"))
+    assert coloured > 0.01, f"no segment drawn over the image ({coloured:.4f} of the pixels tinted)"
     assert not blocked, blocked
