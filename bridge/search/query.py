@@ -5,10 +5,12 @@ read, a page at a time. Shared by QIDO-RS and C-FIND; neither opens a file to an
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from sqlalchemy import ColumnElement, Select, select
 from sqlmodel import Session
 
@@ -86,7 +88,8 @@ def _conditions(query: Search) -> list[ColumnElement[bool]]:
     for key, value in keys.items():
         attribute = find(query.level, key)
         if attribute is None:
-            raise MatchError(f"{key}: not an attribute this search can match at {query.level.value} level")
+            named = key if tag_for_keyword(key) is not None or re.fullmatch(r"[0-9A-Fa-f]{8}", key) else "a key"
+            raise MatchError(f"{named}: not an attribute this search can match at {query.level.value} level")
         found = condition(attribute, value)
         if found is not None:
             conditions.append(found)

@@ -63,6 +63,10 @@ def test_qido_matching(served: Served) -> None:
     assert studies_of(served, AccessionNumber="A*") == []  # de-identified: no study has one
     bad = served.call("GET", "/dicomweb/studies?StudyDate=yesterday")
     assert bad.status_code == 400 and "StudyDate" in bad.json()["detail"] and "yesterday" not in bad.text
+    unknown = served.call("GET", "/dicomweb/studies?SOPInstanceUID=1.2")  # an instance key at study level
+    assert unknown.status_code == 400 and "SOPInstanceUID" in unknown.json()["detail"]
+    typed = served.call("GET", "/dicomweb/studies?DOE%5EJOHN=1")  # a name typed as a key: never echoed
+    assert typed.status_code == 400 and "DOE" not in typed.text
 
 
 def test_qido_paging_includefield_and_warnings(served: Served) -> None:
