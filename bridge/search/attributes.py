@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -51,13 +51,13 @@ class Attribute:
     match: Match = Match.TEXT
     default: bool = True  # returned without being asked for (the attributes PS3.18 requires at the level)
 
-    @property
+    @cached_property  # asked for every cell of an answer
     def tag(self) -> int:
         found = tag_for_keyword(self.keyword)
         assert found is not None, self.keyword
         return int(found)
 
-    @property
+    @cached_property
     def vr(self) -> str:
         return str(dictionary_VR(self.tag))
 
