@@ -68,3 +68,17 @@ def with_retries(retries: int, action: Callable[[], T]) -> T:
             logger.warning("%s (attempt %d of %d, again in %.1f s)", error, attempt, attempts, delay)  # redacted
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+class AnnotationError(ValueError):
+    """An annotation, review or delivery request that cannot be done as asked; the message says why and what
+    to do (it names pseudonymous objects only)."""
+
+
+class NotFound(AnnotationError):
+    """What the request names does not exist (or is not visible to the caller)."""
+
+
+class Forbidden(AnnotationError):
+    """The caller's role or relation to the object does not allow this (an annotator approving, a reviewer
+    approving their own work)."""

@@ -88,8 +88,10 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
             signal.signal(signal.SIGINT, request_stop)
         # the schedules' C-MOVE pulls are received by this intake's listener
         schedules = Schedules(settings, runtime, open_services=functools.partial(Runtime.open, settings))
+        deliveries = Deliveries(settings, runtime)
         try:
             schedules.start()
+            deliveries.start()
             while not stop.wait(_SUPERVISE_SECONDS):
                 intake.supervise()
                 if http is not None:
@@ -97,9 +99,34 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
         finally:
             if http is not None:
                 http.stop()
+            deliveries.stop()  # a SEG being sent is finished; what is queued stays queued
             schedules.stop()  # a running pull ends after its study, while the listener still takes its C-MOVEs
             intake.stop()
             logger.info("stopped")
+
+
+class Deliveries:
+    """The outbox worker thread (`deliveries.enabled`): SEGs of final approvals to their destinations."""
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.settings.deliveries.enabled:
+            return
+        from bridge.delivery.worker import DeliveryWorker
+
+        worker = DeliveryWorker(self.settings, self.runtime)
+        self.thread = threading.Thread(target=worker.run, args=(self.done,), name="deliveries", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join(self.settings.deliveries.lease_seconds)
 
 
 @contextmanager

@@ -46,6 +46,7 @@ class StorageSettings(Section):
     store_dir: Path = Path("var/store")
     quarantine_dir: Path = Path("var/quarantine")
     spool_dir: Path = Path("var/spool")
+    annotations_dir: Path = Path("var/annotations")  # annotation masks, one file per version (de-identified)
 
 
 class SecuritySettings(Section):
@@ -164,12 +165,89 @@ class VisitSettings(Section):
         return self
 
 
+STAGE = r"^[a-z][a-z0-9_-]{0,31}$"
+CODE_TRIPLET = r"^[^^]{1,16}\^[^^]{1,64}\^[^^]{1,64}$"  # value^scheme^meaning, e.g. 108369006^SCT^Neoplasm
+
+
+class ReviewSettings(Section):
+    """The stages an annotation passes, in order: the first is the annotator's, each later one a review;
+    approval at the last one makes it final (and delivers it)."""
+
+    stages: list[str] = Field(default=["annotate", "review"], min_length=2, max_length=8)
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, value: list[str]) -> list[str]:
+        for stage in value:
+            if not re.match(STAGE, stage):
+                raise ValueError(f"stage {stage!r}: lower-case letters, digits, '_' and '-' (at most 32)")
+        if len(value) != len(set(value)):
+            raise ValueError(f"stages must be unique ({', '.join(value)})")
+        return value
+
+
+class LabelCodeSettings(Section):
+    """How a segment label is coded in a SEG (SNOMED CT by default): category and type as
+    `value^scheme^meaning`, an anatomic region where it applies, a display colour (sRGB)."""
+
+    label: str = Field(pattern=r"^[A-Za-z0-9 _.+-]{1,64}$")
+    category: str = Field(default="49755003^SCT^Morphologically Abnormal Structure", pattern=CODE_TRIPLET)
+    type: str = Field(default="108369006^SCT^Neoplasm", pattern=CODE_TRIPLET)
+    region: str | None = Field(default=None, pattern=CODE_TRIPLET)
+    colour: tuple[int, int, int] | None = None
+
+    @field_validator("colour")
+    @classmethod
+    def _rgb(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and not all(0 <= channel <= 255 for channel in value):
+            raise ValueError("colour is three sRGB values 0-255, e.g. [255, 0, 0]")
+        return value
+
+
+RESEARCH = "research"  # the seg destination that is the bridge's own store
+
+
+class SegDestinationSettings(Section):
+    """Where approved segmentations go: `research` (the bridge's own store and index, de-identified), or a
+    remote, de-identified or re-identified into the patient's original study."""
+
+    remote: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")  # "research", or a [[remotes]] name
+    mode: Literal["deidentified", "reidentified"] = "deidentified"
+    protocol: Literal["c-store", "stow-rs"] | None = None  # default: C-STORE when the remote has an AE title
+
+    @model_validator(mode="after")
+    def _research_stays_deidentified(self) -> SegDestinationSettings:
+        if self.remote == RESEARCH and self.mode != "deidentified":
+            raise ValueError("the research store holds de-identified data only: mode = 'deidentified'")
+        return self
+
+
+
 class ProjectSettings(Section):
     subject_prefix: str = Field(pattern=r"^[A-Z0-9]{1,16}$")
     deid: DeidSettings = DeidSettings()
     trial: TrialSettings = TrialSettings()
     dimse: ProjectDimseSettings = ProjectDimseSettings()
     visits: list[VisitSettings] = []
+    review: ReviewSettings = ReviewSettings()
+    labels: list[LabelCodeSettings] = []
+    seg_destinations: list[SegDestinationSettings] = [SegDestinationSettings(remote=RESEARCH)]
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, value: list[LabelCodeSettings]) -> list[LabelCodeSettings]:
+        labels = [entry.label.lower() for entry in value]
+        if len(labels) != len(set(labels)):
+            raise ValueError("labels: each label once")
+        return value
+
+    @field_validator("seg_destinations")
+    @classmethod
+    def _unique_destinations(cls, value: list[SegDestinationSettings]) -> list[SegDestinationSettings]:
+        remotes = [entry.remote for entry in value]
+        if len(remotes) != len(set(remotes)):
+            raise ValueError(f"seg_destinations: each remote once ({', '.join(remotes)})")
+        return value
 
     @field_validator("visits")
     @classmethod
@@ -334,6 +412,17 @@ class HttpSettings(Section):
     metrics_dir: Path = Path("var/metrics")  # every process's counts, added up by /metrics; emptied at start
 
 
+class DeliverySettings(Section):
+    """The outbox of SEG deliveries, worked by `serve`: how often it looks, how it backs off."""
+
+    enabled: bool = True
+    poll_seconds: float = Field(default=2.0, gt=0)
+    first_retry_seconds: float = Field(default=5.0, gt=0)  # doubled after each failure
+    max_retry_seconds: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=100, ge=1)  # then the delivery is failed (retry it by hand)
+    lease_seconds: float = Field(default=300.0, gt=0)  # a claim older than this is taken over (a dead worker's)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
@@ -346,6 +435,7 @@ class Settings(BaseSettings):
     remotes: list[RemoteSettings] = []
     schedules: list[ScheduleSettings] = []
     http: HttpSettings = HttpSettings()
+    deliveries: DeliverySettings = DeliverySettings()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("projects")
@@ -376,6 +466,13 @@ class Settings(BaseSettings):
         schedules = [schedule.name for schedule in self.schedules]
         if len(schedules) != len(set(schedules)):
             raise ValueError(f"schedules: names must be unique ({', '.join(schedules)})")
+        for project_name, project in self.projects.items():
+            for destination in project.seg_destinations:
+                if destination.remote != RESEARCH and destination.remote not in names:
+                    raise ValueError(
+                        f"projects.{project_name}.seg_destinations: remote {destination.remote!r} is not configured"
+                        f" (a [[remotes]] name, or {RESEARCH!r})"
+                    )
         for schedule in self.schedules:
             if schedule.remote not in names:
                 raise ValueError(f"schedule {schedule.name!r}: remote {schedule.remote!r} is not configured")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import pydicom.config
+from pydicom.dataset import Dataset
 
 from bridge.errors import ConfigError
 from bridge.ingest.projects import ProjectContext, build_projects
@@ -25,6 +27,9 @@ from storage.durable import sweep_incoming
 from storage.filestore import FileStore
 from storage.quarantine import Quarantine
 from storage.vault import VaultCipher
+
+if TYPE_CHECKING:
+    from bridge.annotations.service import AnnotationService
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ class Runtime:
         self.quarantine = Quarantine(settings.storage.quarantine_dir)
         self.projects: dict[str, ProjectContext] = build_projects(settings, keys)
         self.cipher = VaultCipher(keys.vault_key())
+        self._annotations: AnnotationService | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -60,7 +66,8 @@ class Runtime:
         return cls(settings, database)
 
     def ingest(self, actor: str) -> IngestService:
-        """An ingest service for `actor` (an audit label), on this process's database."""
+        """An ingest service for `actor` (an audit label), on this process's database; a SEG it stores
+        becomes an annotation."""
         return IngestService(
             database=self.database,
             store=self.store,
@@ -68,7 +75,26 @@ class Runtime:
             projects=self.projects,
             cipher=self.cipher,
             actor=actor,
+            on_seg=self._annotate_seg,
         )
+
+    def annotations(self) -> AnnotationService:
+        """The annotation service of this process (made on first use: it brings highdicom and SimpleITK)."""
+        if self._annotations is None:
+            from bridge.annotations.service import AnnotationService
+
+            self._annotations = AnnotationService(
+                database=self.database,
+                store_root=self.settings.storage.store_dir,
+                masks_root=self.settings.storage.annotations_dir,
+                projects=self.settings.projects,
+            )
+        return self._annotations
+
+    def _annotate_seg(self, dataset: Dataset, project: str, source: str) -> None:
+        from bridge.annotations.seg_intake import annotate_from_seg
+
+        annotate_from_seg(self.annotations(), dataset, project=project, source=source)
 
     def close(self) -> None:
         self.database.dispose()

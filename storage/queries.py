@@ -99,3 +99,36 @@ def project_counts(session: Session, names: list[str]) -> list[ProjectCounts]:
         )
         for name in sorted(set(names) | set(by_id.values()))
     ]
+
+
+def series_of_instances(
+    session: Session, *, project_id: int, sop_instance_uids: list[str]
+) -> dict[str, tuple[str, str]]:
+    """Indexed instance UID -> (its series' UID, how to name that series: UID, description, number)."""
+    found: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(sop_instance_uids), 500):
+        chunk = sop_instance_uids[start : start + 500]
+        statement = (
+            select(Instance.sop_instance_uid, Series.series_uid, Series.description, Series.series_number)
+            .join(Series, Series.id == Instance.series_id)  # type: ignore[arg-type]
+            .where(Instance.project_id == project_id, Instance.sop_instance_uid.in_(chunk))  # type: ignore[attr-defined]
+        )
+        for sop, series, description, number in session.exec(statement):
+            found[sop] = (series, f"series {series} ({description or 'no description'!r}, number {number})")
+    return found
+
+
+def subject_of_study(session: Session, *, project_id: int, study_uid: str) -> str | None:
+    """The subject code of the indexed (de-identified) study, if the project has it."""
+    statement = (
+        select(Subject.subject_code)
+        .join(Timepoint, Timepoint.subject_id == Subject.id)  # type: ignore[arg-type]
+        .where(Timepoint.project_id == project_id, Timepoint.study_uid == study_uid)
+    )
+    return session.exec(statement).first()
+
+
+def project_name_of(session: Session, project_id: int) -> str:
+    project = session.get(Project, project_id)
+    assert project is not None
+    return project.name

@@ -84,6 +84,17 @@ def add_uids(session: Session, *, project: str, pairs: Iterable[tuple[str, str]]
         session.execute(insert_ignore(session, VaultUid.__table__), rows)  # type: ignore[attr-defined]
 
 
+def known_pseudo_uids(session: Session, *, project: str, uids: Iterable[str]) -> set[str]:
+    """Which of `uids` are pseudo UIDs the project handed out (nothing is decrypted: not a vault read)."""
+    wanted, found = sorted(set(uids)), set[str]()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        among = VaultUid.pseudo_uid.in_(chunk)  # type: ignore[attr-defined]
+        statement = select(VaultUid.pseudo_uid).where(VaultUid.project == project, among)
+        found.update(session.exec(statement))
+    return found
+
+
 def add_study(session: Session, *, project: str, pseudo_study_uid: str, accession: str, cipher: VaultCipher) -> None:
     row = {"project": project, "pseudo_study_uid": pseudo_study_uid, "accession": cipher.seal(accession)}
     session.execute(insert_ignore(session, VaultStudy.__table__), [row])  # type: ignore[attr-defined]
@@ -109,3 +120,30 @@ def reveal_identity(
         audit, actor=actor, action="vault.read_identity", object=subject_code, detail="found" if row else "not found"
     )
     return Identity(**json.loads(cipher.open(row.identity))) if row else None
+
+
+def reveal_uids(
+    session: Session, *, project: str, pseudo_uids: Iterable[str], cipher: VaultCipher, actor: str, audit: Session
+) -> dict[str, str]:
+    """The original UIDs behind several pseudo UIDs of the project (those it knows). One audit event."""
+    wanted, found = sorted(set(pseudo_uids)), {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        among = VaultUid.pseudo_uid.in_(chunk)  # type: ignore[attr-defined]
+        statement = select(VaultUid).where(VaultUid.project == project, among)
+        for row in session.exec(statement):
+            found[row.pseudo_uid] = cipher.open(row.original)
+    record_event(
+        audit, actor=actor, action="vault.read_uids", object=project, detail=f"{len(found)} of {len(wanted)} found"
+    )
+    return found
+
+
+def reveal_accession(
+    session: Session, *, project: str, pseudo_study_uid: str, cipher: VaultCipher, actor: str, audit: Session
+) -> str | None:
+    """The original accession number of a study. Audited."""
+    row = session.get(VaultStudy, (project, pseudo_study_uid))
+    detail = "found" if row else "not found"
+    record_event(audit, actor=actor, action="vault.read_accession", object=pseudo_study_uid, detail=detail)
+    return cipher.open(row.accession) if row else None

@@ -53,6 +53,7 @@ def make_settings(tmp_path: Path, database_url: str, **projects: dict) -> Settin
             "store_dir": tmp_path / "store",
             "quarantine_dir": tmp_path / "quarantine",
             "spool_dir": tmp_path / "spool",
+            "annotations_dir": tmp_path / "annotations",
         },
         security={"secret": "test-secret-0123456789abcdef"},
         projects=projects,

@@ -32,6 +32,7 @@ url = "{database_url}"
 store_dir = "{folder / "store"}"
 quarantine_dir = "{folder / "quarantine"}"
 spool_dir = "{folder / "spool"}"
+annotations_dir = "{folder / "annotations"}"
 [security]
 secret_file = "{folder / "secret.key"}"
 """

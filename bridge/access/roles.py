@@ -18,14 +18,15 @@ class Role(StrEnum):
 class Permission(StrEnum):
     READ = "read"  # the index, cohorts, snapshots, quarantine counts
     CURATE = "curate"  # save cohorts, take snapshots, export, label timepoints
-    CONTRIBUTE = "contribute"  # send instances in (STOW-RS): an annotation platform's segmentations
+    CONTRIBUTE = "contribute"  # send instances in (STOW-RS), annotate: an annotation platform's segmentations
+    REVIEW = "review"  # approve or reject annotations (never one's own)
     ADMINISTER = "administer"  # users, audit events
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.READ}),
     Role.ANNOTATOR: frozenset({Permission.READ, Permission.CONTRIBUTE}),
-    Role.REVIEWER: frozenset({Permission.READ, Permission.CONTRIBUTE}),
+    Role.REVIEWER: frozenset({Permission.READ, Permission.CONTRIBUTE, Permission.REVIEW}),
     Role.DATA_MANAGER: frozenset({Permission.READ, Permission.CURATE, Permission.CONTRIBUTE}),
     Role.ADMIN: frozenset(Permission),
 }

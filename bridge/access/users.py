@@ -84,6 +84,13 @@ def revoke(session: Session, name: str, *, actor: str) -> ApiUser:
     return user
 
 
+def find_principal(session: Session, name: str) -> Principal | None:
+    """The active (not revoked) user of that name, as a principal: how the command line names a reviewer."""
+    active = ApiUser.revoked_at.is_(None)  # type: ignore[union-attr]
+    user = session.exec(select(ApiUser).where(ApiUser.name == name, active)).first()
+    return principal_of(user) if user is not None else None
+
+
 def authenticate(session: Session, token: str) -> Principal | None:
     """The principal of an active token, else None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from bridge.cli import cohorts, db, export, importing, pull, serve, status, timepoints, users
+from bridge.cli import annotating, cohorts, db, export, importing, pull, serve, status, timepoints, users
 from bridge.errors import ConfigError
 
 app = typer.Typer(
@@ -33,6 +33,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(cohorts.app, name="cohort")
 app.add_typer(timepoints.app, name="timepoints")
 app.add_typer(users.app, name="users")
+app.add_typer(annotating.app, name="annotations")
+app.add_typer(annotating.tasks_app, name="tasks")
+app.add_typer(annotating.deliveries_app, name="deliveries")
 
 
 def main() -> None:

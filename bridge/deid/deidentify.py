@@ -48,6 +48,8 @@ class DeidContext:
     date_offset_days: int
     trial: TrialAttributes
     keep_private: frozenset[PrivateKeep] = frozenset()
+    # research-side UIDs an object coming back from the research side carries (a SEG's references): kept
+    known_uids: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -69,7 +71,7 @@ class Deidentifier:
 
     def map_uid(self, uid: str) -> str:
         uid = uid.strip("\x00 ")
-        if not uid or values.is_well_known_uid(uid):
+        if not uid or values.is_well_known_uid(uid) or uid in self.context.known_uids:
             return uid
         pseudo = self.uid_map.get(uid)
         if pseudo is None:

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from pydicom._uid_dict import UID_dictionary
 
-_UID_ROOT = "2.25."
+UID_ROOT = "2.25."
 
 
 def keyed_digest(key: bytes, purpose: str, value: str) -> bytes:
@@ -32,7 +32,7 @@ def is_well_known_uid(uid: str) -> bool:
 def pseudo_uid(key: bytes, uid: str) -> str:
     """`2.25.<decimal of 128 keyed bits>`: at most 44 characters, no leading zeros, same input same output."""
     number = int.from_bytes(keyed_digest(key, "uid", uid.strip())[:16], "big")
-    return f"{_UID_ROOT}{number}"
+    return f"{UID_ROOT}{number}"
 
 
 def date_offset_days(key: bytes, patient_key: str, max_days: int) -> int:

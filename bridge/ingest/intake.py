@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from pydicom.dataset import FileDataset
 
+from bridge.annotations.seg_references import SEG_SOP_CLASS
 from bridge.dicom import status
 from bridge.dicom.elements import tag_of, text_of
 from bridge.dicom.files import read_instance
@@ -59,6 +60,8 @@ def admit(
         check_instance(ds)
         if check is not None:
             check(ds)
+        if answer.sop_class_uid == SEG_SOP_CLASS:  # its references must be indexed, in the series it names
+            ingest.check_received_seg(path, project)
     except (MalformedInstance, Refused) as problem:
         try:
             ingest.refuse(path, project=project, reason=str(problem), source=source)

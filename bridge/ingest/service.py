@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from sqlalchemy.exc import IntegrityError
 
+from bridge.annotations.seg_references import DELIVERY_SOURCE, SEG_SOP_CLASS, check_references
 from bridge.deid import values
 from bridge.deid.deidentify import DeidContext, DeidResult, deidentify
 from bridge.dicom.elements import tag_of, text_of, value_of
@@ -97,8 +99,10 @@ class IngestService:
         projects: dict[str, ProjectContext],
         cipher: vault.VaultCipher,
         actor: str,
+        on_seg: Callable[[Dataset, str, str], object] | None = None,
     ) -> None:
         self.database = database
+        self.on_seg = on_seg  # a stored SEG (de-identified dataset, project, source): it becomes an annotation
         self.store = store
         self.quarantine = quarantine
         self.projects = projects
@@ -110,6 +114,7 @@ class IngestService:
         self._subjects: BoundedCache[tuple[str, str], str] = BoundedCache(100_000)
         self._known_series: BoundedCache[tuple[str, str], tuple[int, int]] = BoundedCache(100_000)
         self._recorded_uids: BoundedSet[tuple[str, str]] = BoundedSet(200_000)
+        self._research_studies: BoundedCache[tuple[str, str], str] = BoundedCache(10_000)  # "": not research
 
     def ingest(self, path: Path, *, project: str, source: str, origin: str | None = None) -> IngestResult:
         """Ingest the instance in `path` (left in place) into `project`. `source` is a short intake label."""
@@ -150,12 +155,24 @@ class IngestService:
                 committed = [self._ingest_alone(items[position]) for position, _ in prepared]
             for (position, _), result in zip(prepared, committed, strict=True):
                 results[position] = result
+            self._annotate_segs([p for position, p in prepared if results[position] is not None])
         done = [result for result in results if result is not None]
         counted = metrics().ingested
         for result in done:
             if isinstance(result, IngestResult) and result.outcome is not Outcome.QUARANTINED:
                 counted.labels(result.outcome.value).inc()
         return done
+
+    def _annotate_segs(self, prepared: list[_Prepared]) -> None:
+        """Stored SEGs become annotations (after their commit: a failure there never loses the SEG)."""
+        if self.on_seg is None:
+            return
+        for p in prepared:
+            if text_of(p.result.dataset, _SOP_CLASS_UID) == SEG_SOP_CLASS:
+                try:
+                    self.on_seg(p.result.dataset, p.context.name, p.source)
+                except Exception:  # the SEG is stored and indexed; the annotation can be made again from it
+                    logger.exception("a stored SEG of project %s could not become an annotation", p.context.name)
 
     def _ingest_alone(self, item: IngestItem) -> IngestResult | Exception:
         for attempt in range(1, _ATTEMPTS + 1):
@@ -233,40 +250,119 @@ class IngestService:
                 item.path, project=item.project, reason=str(problem), source=item.source, origin=item.origin
             )
 
+        project_id = self.project_id(context.name)
+        # an object coming back from the research side (a SEG drawn on de-identified images) keeps the
+        # research-side UIDs it references, its subject and its (already shifted) dates
+        research_subject = self._research_subject(context, project_id, text_of(ds, _STUDY_INSTANCE_UID))
+        known = self._known_uids(context, ds) if research_subject is not None else frozenset()
+        # the bridge's own SEG of an approved annotation: built from de-identified sources, stored as it is
+        own = research_subject is not None and item.source.startswith(DELIVERY_SOURCE)
+
         def pseudo(tag: BaseTag) -> str:
             original = text_of(ds, tag).strip("\x00 ")
-            return original if context.retain_uids else values.pseudo_uid(context.key, original)
+            if own or context.retain_uids or original in known:
+                return original
+            return values.pseudo_uid(context.key, original)
 
+        if text_of(ds, _SOP_CLASS_UID) == SEG_SOP_CLASS and not item.source.startswith(DELIVERY_SOURCE):
+            try:
+                self.check_seg(ds, context, project_id, known)
+            except Refused as problem:
+                return self.refuse(
+                    item.path, project=item.project, reason=str(problem), source=item.source, origin=item.origin
+                )
         pseudo_sop = pseudo(_SOP_INSTANCE_UID)
         relative = self.store.relative_path(
             context.name, pseudo(_STUDY_INSTANCE_UID), pseudo(_SERIES_INSTANCE_UID), pseudo_sop
         )
-        issuer, patient_id = text_of(ds, _ISSUER_OF_PATIENT_ID).strip(), text_of(ds, _PATIENT_ID).strip()
-        patient_key = values.patient_key(context.key, issuer, patient_id)
         accession = text_of(ds, _ACCESSION_NUMBER)
-        project_id = self.project_id(context.name)
         # Only a file already in the store can mean a resend; the index decides (a crash can leave a file
         # without its row). New instances, the common case, skip this transaction.
         if self.store.path(relative).exists():
             with self.database.unit_of_work() as work:
                 if queries.find_instance(work.research, project_id=project_id, sop_instance_uid=pseudo_sop):
                     return IngestResult(Outcome.DUPLICATE, sop_instance_uid=pseudo_sop)
-        subject_code = self._subject_code(
-            context,
-            patient_key,
-            lambda: vault.Identity(
-                issuer=issuer,
-                patient_id=patient_id,
-                name=str(value_of(ds, _PATIENT_NAME) or ""),
-                birth_date=text_of(ds, _PATIENT_BIRTH_DATE),
-            ),
-        )
-        result = deidentify(ds, self._deid_context(context, subject_code, patient_key))
+        if research_subject is not None:
+            subject_code = research_subject
+            deid_context = self._deid_context(context, subject_code, None, known)
+            if own:
+                return self._prepared_as_is(item, files, context, project_id, subject_code, ds, relative)
+        else:
+            issuer, patient_id = text_of(ds, _ISSUER_OF_PATIENT_ID).strip(), text_of(ds, _PATIENT_ID).strip()
+            patient_key = values.patient_key(context.key, issuer, patient_id)
+            subject_code = self._subject_code(
+                context,
+                patient_key,
+                lambda: vault.Identity(
+                    issuer=issuer,
+                    patient_id=patient_id,
+                    name=str(value_of(ds, _PATIENT_NAME) or ""),
+                    birth_date=text_of(ds, _PATIENT_BIRTH_DATE),
+                ),
+            )
+            deid_context = self._deid_context(context, subject_code, patient_key)
+        result = deidentify(ds, deid_context)
         stored = files.write(
             relative,
             lambda writer: write_instance(writer, result.dataset, item.path),  # type: ignore[arg-type]
         )
         return _Prepared(context, project_id, subject_code, result, stored, item.source, accession)
+
+    def _prepared_as_is(
+        self,
+        item: IngestItem,
+        files: FileBatch,
+        context: ProjectContext,
+        project_id: int,
+        subject_code: str,
+        ds: Dataset,
+        relative: str,
+    ) -> _Prepared:
+        result = DeidResult(dataset=ds)
+        stored = files.write(relative, lambda writer: write_instance(writer, ds, item.path))  # type: ignore[arg-type]
+        return _Prepared(context, project_id, subject_code, result, stored, item.source, "")
+
+    def _research_subject(self, context: ProjectContext, project_id: int, study_uid: str) -> str | None:
+        """The subject whose indexed study this is, when `study_uid` is one of the project's own pseudo UIDs
+        (only those can be: they are all `2.25.`). Never with retained UIDs, where a hospital's resend would
+        look the same."""
+        study_uid = study_uid.strip("\x00 ")
+        if context.retain_uids or not study_uid.startswith(values.UID_ROOT):
+            return None
+        key = (context.name, study_uid)
+        cached = self._research_studies.get(key)
+        if cached is not None:
+            return cached or None
+        with self.database.reading() as session:
+            subject = queries.subject_of_study(session, project_id=project_id, study_uid=study_uid)
+        self._research_studies[key] = subject or ""
+        return subject
+
+    def _known_uids(self, context: ProjectContext, ds: Dataset) -> frozenset[str]:
+        """The UIDs of `ds` (any depth) that are the project's pseudo UIDs."""
+        uids = {str(v) for e in ds.iterall() if e.VR == "UI" for v in (e.value if e.VM > 1 else [e.value]) if v}
+        with self.database.unit_of_work() as work:
+            return frozenset(vault.known_pseudo_uids(work.vault, project=context.name, uids=uids))
+
+    def check_seg(self, ds: Dataset, context: ProjectContext, project_id: int, known: frozenset[str]) -> None:
+        """Refuse a SEG whose references are not indexed instances of the one series it names."""
+
+        def stored_uid(uid: str) -> str:
+            return uid if uid in known else context.stored_uid(uid)
+
+        def series_of(uids: list[str]) -> dict[str, tuple[str, str]]:
+            with self.database.reading() as session:
+                return queries.series_of_instances(session, project_id=project_id, sop_instance_uids=uids)
+
+        check_references(ds, stored_uid=stored_uid, series_of=series_of)
+
+    def check_received_seg(self, path: Path, project: str) -> None:
+        """The SEG check of a received file, before it is acknowledged (admission reads only some elements)."""
+        context = self.projects[project]
+        ds = read_instance(path)
+        project_id = self.project_id(project)
+        research = self._research_subject(context, project_id, text_of(ds, _STUDY_INSTANCE_UID))
+        self.check_seg(ds, context, project_id, self._known_uids(context, ds) if research else frozenset())
 
     def _commit(self, batch: list[_Prepared]) -> list[IngestResult]:
         """The rows of a batch of stored files (made durable by the caller), in one unit of work (vault
@@ -351,16 +447,25 @@ class IngestService:
         self._subjects[(context.name, patient_key)] = code
         return code
 
-    def _deid_context(self, context: ProjectContext, subject_code: str, patient_key: str) -> DeidContext:
+    def _deid_context(
+        self,
+        context: ProjectContext,
+        subject_code: str,
+        patient_key: str | None,
+        known_uids: frozenset[str] = frozenset(),
+    ) -> DeidContext:
+        """`patient_key` None: the object comes from the research side, its dates are shifted already."""
+        offset = 0
+        if patient_key is not None:
+            offset = values.date_offset_days(context.key, patient_key, context.settings.deid.max_date_shift_days)
         return DeidContext(
             policy=context.policy,
             key=context.key,
             subject_code=subject_code,
-            date_offset_days=values.date_offset_days(
-                context.key, patient_key, context.settings.deid.max_date_shift_days
-            ),
+            date_offset_days=offset,
             trial=context.trial,
             keep_private=context.keep_private,
+            known_uids=known_uids,
         )
 
     def _instance_row(self, p: _Prepared, *, series_id: int) -> index.InstanceRow:

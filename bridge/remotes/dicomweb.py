@@ -165,5 +165,15 @@ class DicomwebRemote:
 
         return self._call("WADO-RS retrieval", fetch)
 
+    # -- STOW-RS ----------------------------------------------------------------------------------------
+    def store(self, dataset: Any) -> None:
+        """One STOW-RS request, once (the outbox retries); returns only when the remote stored the instance
+        (200 with no failed item)."""
+        answer = self._translate("STOW-RS", lambda: self.client.store_instances([dataset]))
+        failed = answer.get("FailedSOPSequence") if answer is not None else None
+        if failed:
+            reason = failed[0].get("FailureReason", "")
+            raise RemoteError(f"remote {self.name}: STOW-RS refused the instance (failure reason {reason})")
+
     def close(self) -> None:
         self.session.close()

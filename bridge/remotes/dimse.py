@@ -33,7 +33,7 @@ from bridge.dicom.sop_classes import (
 )
 from bridge.errors import RemoteError, RetriableError, TruncatedSearch, redact, with_retries
 from bridge.remotes.base import Delivery, RemoteInstance, RemoteSeries
-from bridge.remotes.scu import responses
+from bridge.remotes.scu import c_store, responses
 from bridge.settings import RemoteSettings
 
 logger = logging.getLogger(__name__)
@@ -283,6 +283,25 @@ class DimseRemote:
                 )
             return completed
         raise self._failure(what, final)
+
+    # -- sending ------------------------------------------------------------------------------------------
+    def store(self, dataset: Dataset) -> None:
+        """One C-STORE on its own association, once (the outbox retries); returns only on a success status
+        (0x0000, or a warning: the instance is stored)."""
+        ae = AE(ae_title=self.calling_ae)
+        ae.add_requested_context(str(dataset.SOPClassUID), [str(dataset.file_meta.TransferSyntaxUID)])
+        assoc = self._associate(ae)
+        what = f"C-STORE of a {dataset.get('Modality', '')} instance"
+        try:
+            answer = c_store(assoc, dataset)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        if "Status" not in answer:
+            raise self._failure(what, answer)
+        code = int(answer.Status)
+        if code != codes.SUCCESS and not 0xB000 <= code <= 0xBFFF:
+            raise self._failure(what, answer)
 
     def close(self) -> None:
         """Nothing held between operations."""

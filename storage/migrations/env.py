@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import storage.models.annotations  # noqa: F401  (registers its tables in research_metadata)
 import storage.models.cohorts  # noqa: F401  (registers its tables in research_metadata)
 from storage.models.research import research_metadata
 from storage.models.vault import vault_metadata

@@ -6,6 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+import storage.models.annotations  # noqa: F401  (registers its tables in research_metadata)
 import storage.models.cohorts  # noqa: F401  (registers its tables in research_metadata)
 from storage import migrate
 from storage.db import Database

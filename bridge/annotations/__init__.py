@@ -1,0 +1,1 @@
+"""Annotations of de-identified series: masks in, review, agreement."""

@@ -1,0 +1,1 @@
+"""Delivery of approved segmentations as DICOM SEG: the outbox, re-identification, the senders."""

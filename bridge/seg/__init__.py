@@ -1,0 +1,1 @@
+"""DICOM SEG: build BINARY segmentations of reviewed annotations, and read SEGs that arrive from outside."""
