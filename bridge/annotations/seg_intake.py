@@ -8,18 +8,24 @@ nothing).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
+from sqlmodel import col, select
 
-from bridge.annotations.seg_references import DELIVERY_SOURCE
+from bridge.annotations.seg_references import DELIVERY_SOURCE, SEG_SOP_CLASS
 from bridge.annotations.segments import Segment, coded, triplet_of
 from bridge.annotations.service import AnnotationService, NewVersion
 from bridge.annotations.sources import find_series
 from bridge.errors import AnnotationError
 from bridge.seg.read import SegError, read_seg
 from storage.audit import record_event
+from storage.models.annotations import AnnotationVersion
+from storage.models.common import utcnow
+from storage.models.research import Instance, Project
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +84,40 @@ def _annotate(service: AnnotationService, ds: Dataset, *, project: str, source: 
     version = NewVersion(masks=np.stack(stack).astype(bool), segments=segments, source="seg", seg_instance_uid=seg_uid)
     view = service.save(record, version, annotator=annotator_of(source)[:64], actor=source)
     return view.id
+
+
+def unlinked_segs(
+    service: AnnotationService, *, since_hours: float = 24, limit: int = 20
+) -> list[tuple[str, str, str, str]]:
+    """Recently stored SEGs (not the bridge's own) that are no annotation yet: (project, SOP UID, path, source).
+    A SEG from the hospital side may arrive before its images are indexed; it is linked once they are."""
+    linked = select(AnnotationVersion.seg_instance_uid).where(col(AnnotationVersion.seg_instance_uid).is_not(None))
+    statement = (
+        select(Project.name, Instance.sop_instance_uid, Instance.path, Instance.source)
+        .join(Project, col(Project.id) == Instance.project_id)
+        .where(
+            Instance.sop_class_uid == SEG_SOP_CLASS,
+            col(Instance.received_at) >= utcnow() - dt.timedelta(hours=since_hours),
+            col(Instance.source).not_like(f"{DELIVERY_SOURCE}%"),
+            col(Instance.sop_instance_uid).not_in(linked),
+        )
+        .order_by(col(Instance.id))
+        .limit(limit)
+    )
+    with service.database.reading() as session:
+        return [tuple(row) for row in session.exec(statement)]  # type: ignore[misc]
+
+
+def link_stored(service: AnnotationService, tried: dict[str, int], *, attempts: int = 5) -> int:
+    """Make annotations of stored SEGs that are none yet (`tried`: failures so far per SOP UID, kept by the
+    caller; a SEG is given up after `attempts`). The number linked."""
+    linked = 0
+    for project, sop_uid, path, source in unlinked_segs(service):
+        if tried.get(sop_uid, 0) >= attempts or project not in service.projects:
+            continue
+        ds = pydicom.dcmread(service.store_root / path)
+        if annotate_from_seg(service, ds, project=project, source=source) is None:
+            tried[sop_uid] = tried.get(sop_uid, 0) + 1
+        else:
+            linked += 1
+    return linked

@@ -35,9 +35,13 @@ def references(ds: Dataset) -> tuple[set[str], set[str]]:
     return named - {""}, instances
 
 
-def check_references(ds: Dataset, *, stored_uid: Callable[[str], str], series_of: SeriesOf) -> None:
+def check_references(
+    ds: Dataset, *, stored_uid: Callable[[str], str], series_of: SeriesOf, require_indexed: bool = True
+) -> None:
     """Refuse (Refused, a mismatch) a SEG whose references are not all indexed instances of the one series it
-    names. UIDs are compared as stored (`stored_uid` maps a received UID to its research-side UID)."""
+    names. UIDs are compared as stored (`stored_uid` maps a received UID to its research-side UID).
+    `require_indexed` False (a SEG from the hospital side, whose images may still be on their way): only
+    references indexed in another series refuse it."""
     named_received, instances_received = references(ds)
     if len(named_received) != 1:
         count = len(named_received)
@@ -48,13 +52,13 @@ def check_references(ds: Dataset, *, stored_uid: Callable[[str], str], series_of
         raise Refused("the SEG references no source instance", mismatch=True)
     found = series_of(instances)
     missing = [uid for uid in instances if uid not in found]
-    if missing:
+    if missing and require_indexed:
         raise Refused(
             f"the SEG references {len(missing)} instance(s) not in the index (first: {missing[0]}); send the images "
             "first",
             mismatch=True,
         )
-    elsewhere = {found[uid] for uid in instances if found[uid][0] != named}
+    elsewhere = {found[uid] for uid in instances if uid in found and found[uid][0] != named}
     if elsewhere:
         others = "; ".join(sorted(description for _, description in elsewhere))
         raise Refused(f"the SEG names series {named} but references instances of {others}", mismatch=True)

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.api import admin_routes, cohort_routes, index_routes, viewer
+from bridge.api import admin_routes, annotation_routes, cohort_routes, index_routes, viewer
 from bridge.dicomweb import routes as dicomweb_routes
 from bridge.settings import Settings
 from storage.db import Database
@@ -33,6 +33,7 @@ SECURITY_HEADERS = {
 }
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 STOW_PATH = re.compile(r"/dicomweb(/projects/[^/]+)?/studies(/[^/]+)?")
+MASK_UPLOAD_PATH = re.compile(annotation_routes.UPLOAD_PATH)
 
 
 def create_app(settings: Settings, database: Database) -> FastAPI:
@@ -44,7 +45,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.spool = Spool(settings.storage.spool_dir)
-    for module in (index_routes, cohort_routes, admin_routes):
+    for module in (index_routes, cohort_routes, annotation_routes, admin_routes):
         app.include_router(module.router)
     dicomweb_routes.include(app)
     app.include_router(viewer.router)
@@ -61,7 +62,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
             expose_headers=["Warning", "Content-Type", "Content-Length"],
             max_age=600,
         )
-    limits = {STOW_PATH: settings.http.max_stow_bytes}
+    limits = {STOW_PATH: settings.http.max_stow_bytes, MASK_UPLOAD_PATH: settings.http.max_stow_bytes}
     return BodyLimit(app, settings.http.max_request_bytes, limits)  # type: ignore[return-value]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from bridge.annotations.seg_intake import link_stored
 from bridge.annotations.seg_references import DELIVERY_SOURCE
 from bridge.deid import values
 from bridge.deid.table import Option
@@ -72,10 +73,14 @@ class DeliveryWorker:
         return True
 
     def run(self, stop: threading.Event) -> None:
-        """Until `stop`: send what is due, wait `poll_seconds` when nothing is."""
+        """Until `stop`: send what is due, wait `poll_seconds` when nothing is (and then link SEGs that came
+        before their images)."""
+        tried: dict[str, int] = {}
         while not stop.is_set():
             try:
                 busy = self.run_once()
+                if not busy:
+                    link_stored(self.annotations, tried)
             except Exception:  # the database is down, say: try again later
                 logger.exception("the outbox could not be read")
                 busy = False

@@ -354,7 +354,8 @@ class IngestService:
             with self.database.reading() as session:
                 return queries.series_of_instances(session, project_id=project_id, sop_instance_uids=uids)
 
-        check_references(ds, stored_uid=stored_uid, series_of=series_of)
+        # a research-side SEG is drawn on images the index has; the hospital's may come with its images
+        check_references(ds, stored_uid=stored_uid, series_of=series_of, require_indexed=bool(known))
 
     def check_received_seg(self, path: Path, project: str) -> None:
         """The SEG check of a received file, before it is acknowledged (admission reads only some elements)."""
