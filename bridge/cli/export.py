@@ -34,16 +34,17 @@ def export_command(
 
     settings = load(config)
     database = open_database(settings)
-    store = settings.storage.store_dir
+    store, masks = settings.storage.store_dir, settings.storage.annotations_dir
     projects = [project] if project else None
     try:
         with database.reading() as session:
             if "@" in name:
                 project_name, snapshot = saved.find_snapshot(session, name, projects)
-                chosen, project_id = selection.of_snapshot(session, snapshot, store), snapshot.project_id
+                chosen, project_id = selection.of_snapshot(session, snapshot, store, masks), snapshot.project_id
             else:
                 project_name, cohort = saved.find(session, name, projects)
-                chosen, project_id = selection.of_cohort(session, saved.filters_of(cohort), store), cohort.project_id
+                chosen = selection.of_cohort(session, saved.filters_of(cohort), store, masks)
+                project_id = cohort.project_id
         with progress_bar("exporting", quiet=as_json) as bar:
             task = bar.add_task("export", total=chosen.instances)
             report = export(chosen, to, form, progress=lambda n: bar.advance(task, n))

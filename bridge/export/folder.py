@@ -26,6 +26,7 @@ from bridge.deid.identity import encoding_of
 from bridge.dicom.elements import put_value, tag_of, text_of
 from bridge.dicom.files import read_instance, write_instance
 from bridge.export.formats import Format
+from bridge.export.segmentations import ApprovedSeg, seg_row, write_label_volume
 from storage.durable import HashingWriter, copy_durably, sha256_of, write_durably
 
 MANIFEST = "manifest"
@@ -48,10 +49,15 @@ class Selection:
 
     series: list[tuple[SeriesRow, list[Source]]]
     missing: list[str] = field(default_factory=list)  # SOP Instance UIDs (a snapshot's, no longer stored)
+    # approved segmentations of those series: (the source series' row, the SEG)
+    segmentations: list[tuple[SeriesRow, ApprovedSeg]] = field(default_factory=list)
 
     @property
     def instances(self) -> int:
-        return sum(len(sources) for _, sources in self.series)
+        return sum(len(sources) for _, sources in self.series) + sum(len(s.seg_files) for _, s in self.segmentations)
+
+    def sources_of(self, series_uid: str) -> list[Source]:
+        return next((sources for row, sources in self.series if row.series_instance_uid == series_uid), [])
 
 
 @dataclass(frozen=True)
@@ -118,8 +124,35 @@ def _entry(row: SeriesRow, sop_uid: str, path: str, sha256: str, source_sha256: 
     )
 
 
+def seg_sources(seg: ApprovedSeg) -> list[Source]:
+    return [Source(uid, path, sha) for uid, path, sha in seg.seg_files]
+
+
+def label_volume_path(source: SeriesRow, seg: ApprovedSeg) -> str:
+    return f"{series_folder(source)}.seg-{seg.annotation_id}-v{seg.version}.nii.gz"
+
+
 def plan(selection: Selection, form: Format = Format.DICOM) -> list[Entry]:
     """The manifest the export would write, without the hashes of the files it would make."""
+    return _plan_series(selection, form) + _plan_segmentations(selection, form)
+
+
+def _plan_segmentations(selection: Selection, form: Format) -> list[Entry]:
+    entries = []
+    for source, seg in selection.segmentations:
+        row = seg_row(source, seg)
+        if form is Format.NIFTI:
+            entries.append(_entry(row, "", label_volume_path(source, seg), "", _combined(seg_sources(seg))))
+        else:
+            folder = series_folder(row)
+            entries += [
+                _entry(row, s.sop_instance_uid, f"{folder}/{s.sop_instance_uid}.dcm", "", s.sha256)
+                for s in seg_sources(seg)
+            ]
+    return entries
+
+
+def _plan_series(selection: Selection, form: Format) -> list[Entry]:
     entries = []
     for row, sources in selection.series:
         folder = series_folder(row)
@@ -188,8 +221,34 @@ def export(selection: Selection, target: Path, form: Format = Format.DICOM, prog
         for source, entry in zip(sources, planned, strict=True):
             _export_instance(target, entry, source, previous, report)
             tell(1)
+    for source_row, seg in selection.segmentations:
+        planned = _plan_segmentations(Selection([], segmentations=[(source_row, seg)]), form)
+        if form is Format.NIFTI:
+            _export_label_volume(target, planned[0], seg, selection.sources_of(seg.source_series_uid), previous, report)
+        else:
+            for source, entry in zip(seg_sources(seg), planned, strict=True):
+                _export_instance(target, entry, source, previous, report)
+        tell(len(seg.seg_files))
     write_manifest(target, report.entries, missing=report.missing)
     return report
+
+
+def _export_label_volume(
+    target: Path, entry: Entry, seg: ApprovedSeg, sources: Sequence[Source], previous: dict[str, Entry], report: Report
+) -> None:
+    prior = _made_before(target, entry, previous)
+    if prior is not None:
+        report.unchanged += 1
+        report.entries.append(prior)
+        return
+    path = target / entry.path
+    try:
+        sha = write_label_volume(seg, [s.path for s in sources], path)
+    except (OSError, ValueError) as error:
+        report.failed.append(f"{entry.path}: {error}")
+        return
+    report.written += 1
+    report.entries.append(Entry(**{**asdict(entry), "sha256": sha}))
 
 
 def _export_instance(target: Path, entry: Entry, source: Source, previous: dict[str, Entry], report: Report) -> None:
@@ -213,17 +272,12 @@ def _export_instance(target: Path, entry: Entry, source: Source, previous: dict[
 def _export_volume(
     target: Path, entry: Entry, sources: Sequence[Source], previous: dict[str, Entry], report: Report
 ) -> None:
-    prior = previous.get(entry.path)
-    path = target / entry.path
-    if (
-        prior is not None
-        and prior.source_sha256 == entry.source_sha256
-        and path.is_file()
-        and sha256_of(path) == prior.sha256
-    ):
+    prior = _made_before(target, entry, previous)
+    if prior is not None:
         report.unchanged += 1
         report.entries.append(prior)
         return
+    path = target / entry.path
     from bridge.export.nifti import NotAVolume, write_series_volume  # SimpleITK: only when asked for
 
     try:
@@ -234,6 +288,15 @@ def _export_volume(
         return
     report.written += 1
     report.entries.append(Entry(**{**asdict(entry), "sha256": volume.sha256}))
+
+
+def _made_before(target: Path, entry: Entry, previous: dict[str, Entry]) -> Entry | None:
+    """The earlier run's entry of a volume made from the same stored files, if its file is still intact."""
+    prior = previous.get(entry.path)
+    path = target / entry.path
+    if prior is None or prior.source_sha256 != entry.source_sha256 or not path.is_file():
+        return None
+    return prior if sha256_of(path) == prior.sha256 else None
 
 
 def write_manifest(target: Path, entries: Sequence[Entry], *, missing: Sequence[str] = ()) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import select as core_select
@@ -14,6 +15,7 @@ from bridge.cohorts import saved
 from bridge.cohorts.filters import CohortFilters
 from bridge.cohorts.query import SeriesRow, each_series
 from bridge.export.folder import Selection, Source
+from bridge.export.segmentations import approved
 from storage.models.cohorts import Snapshot, SnapshotInstance
 from storage.models.research import Instance, Project, Series
 
@@ -42,21 +44,34 @@ def _project_id(session: Session, name: str) -> int | None:
     return session.exec(select(Project.id).where(Project.name == name)).first()
 
 
-def of_cohort(session: Session, filters: CohortFilters, store: Path) -> Selection:
+def of_cohort(session: Session, filters: CohortFilters, store: Path, masks_root: Path | None = None) -> Selection:
     rows = list(each_series(session, filters))
     project_id = _project_id(session, filters.project)
     stored = _stored(session, project_id, [r.series_instance_uid for r in rows]) if project_id else {}
-    return Selection(series=_sources(rows, stored, store))
+    chosen = Selection(series=_sources(rows, stored, store))
+    return _with_segmentations(session, chosen, project_id, store, masks_root)
 
 
-def of_snapshot(session: Session, snapshot: Snapshot, store: Path) -> Selection:
+def _with_segmentations(
+    session: Session, chosen: Selection, project_id: int | None, store: Path, masks_root: Path | None
+) -> Selection:
+    """The selection with the approved segmentations of its series (when the masks' folder is known)."""
+    if project_id is None or masks_root is None:
+        return chosen
+    rows = {row.series_instance_uid: row for row, _ in chosen.series}
+    segs = approved(session, project_id=project_id, series_uids=list(rows), store=store, masks_root=masks_root)
+    return replace(chosen, segmentations=[(rows[seg.source_series_uid], seg) for seg in segs])
+
+
+def of_snapshot(session: Session, snapshot: Snapshot, store: Path, masks_root: Path | None = None) -> Selection:
     rows = saved.snapshot_series(session, snapshot)
     frozen = {(i.sop_instance_uid, i.sha256) for i in _frozen(session, snapshot)}
     stored = _stored(session, snapshot.project_id, [r.series_instance_uid for r in rows])
     kept = {key: [i for i in items if (i[0], i[2]) in frozen] for key, items in stored.items()}
     present = {(i[0], i[2]) for items in kept.values() for i in items}
     missing = sorted(uid for uid, sha in frozen if (uid, sha) not in present)
-    return Selection(series=_sources(rows, kept, store), missing=missing)
+    chosen = Selection(series=_sources(rows, kept, store), missing=missing)
+    return _with_segmentations(session, chosen, snapshot.project_id, store, masks_root)
 
 
 def _frozen(session: Session, snapshot: Snapshot) -> Iterable[SnapshotInstance]:

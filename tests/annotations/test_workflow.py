@@ -69,9 +69,7 @@ def world(tmp_path: Path, database_url: str) -> Iterator[World]:
     runtime = Runtime.start(settings)
     patient = factory.make_patient(1)
     ct = factory.make_series(patient, "CT", 6, rows=32, columns=24, series_description="CT chest")
-    mr = factory.make_series(
-        patient, "MR", 4, study_uid=ct[0].StudyInstanceUID, rows=16, columns=16, series_number=2
-    )
+    mr = factory.make_series(patient, "MR", 4, study_uid=ct[0].StudyInstanceUID, rows=16, columns=16, series_number=2)
     ingest = runtime.ingest("test")
     for path in _write(tmp_path, ct, "ct") + _write(tmp_path, mr, "mr"):
         assert ingest.ingest(path, project="lung", source="import").outcome is Outcome.STORED
@@ -254,3 +252,47 @@ def test_a_seg_sent_back_by_a_viewer_becomes_an_annotation_and_one_pointing_else
         assert len(session.exec(select(Annotation)).all()) == 1
         assert len(session.exec(select(QuarantineItem)).all()) == 1
         assert session.exec(select(AuditEvent).where(AuditEvent.action == "instance.quarantined")).first()
+
+
+def _approve(world: World, view_id: int) -> None:
+    database, projects = world.runtime.database, dict(world.settings.projects)
+    for reviewer in ("rita", "rob"):
+        review(database, projects, annotation_id=view_id, approve=True, reviewer=world.users[reviewer], comment=None)
+    assert DeliveryWorker(world.settings, world.runtime).run_once() is True
+
+
+def test_an_export_carries_the_approved_segs_and_their_masks_as_label_volumes(world: World) -> None:
+    from bridge.cohorts import saved
+    from bridge.cohorts.filters import CohortFilters
+    from bridge.export import selection
+    from bridge.export.folder import export
+    from bridge.export.formats import Format
+
+    grid, _ = _geometry(world, world.ct)
+    labels = _blob(grid)
+    mask = _nifti(grid, labels, world.tmp / "tumor.nii.gz")
+    view = world.service.import_mask(series_uid=world.ct, path=mask, labels=["Tumor"], annotator="alice", actor="t")
+    _approve(world, view.id)
+    with world.runtime.database.session() as session:
+        saved.save(session, "ct", CohortFilters(project="lung", modality=["CT"]), actor="t")
+    storage = world.settings.storage
+    with world.runtime.database.reading() as session:
+        chosen = selection.of_cohort(
+            session, CohortFilters(project="lung", modality=["CT"]), storage.store_dir, storage.annotations_dir
+        )
+    dicom = export(chosen, world.tmp / "out-dicom")
+    segs = [e for e in dicom.entries if e.modality == "SEG"]
+    assert len(segs) == 1 and segs[0].path.startswith("LUNG-0001/") and "/9001_SEG/" in segs[0].path
+    assert dciodvfy_errors(world.tmp / "out-dicom" / segs[0].path) == []
+    assert len([e for e in dicom.entries if e.modality == "CT"]) == 6
+    nifti = export(chosen, world.tmp / "out-nifti", Format.NIFTI)
+    volumes = [e for e in nifti.entries if e.path.endswith(f".seg-{view.id}-v1.nii.gz")]
+    assert len(volumes) == 1, [e.path for e in nifti.entries]
+    written = sitk.ReadImage(str(world.tmp / "out-nifti" / volumes[0].path))
+    assert np.array_equal(sitk.GetArrayFromImage(written), labels)
+    ct_volume = sitk.ReadImage(str(world.tmp / "out-nifti" / next(e.path for e in nifti.entries if e.modality == "CT")))
+    assert np.allclose(written.GetOrigin(), ct_volume.GetOrigin()) and np.allclose(
+        written.GetSpacing(), ct_volume.GetSpacing()
+    )
+    again = export(chosen, world.tmp / "out-nifti", Format.NIFTI)
+    assert again.written == 0  # resumable: nothing differs
