@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # bridge's packages and modules by layer, lowest first: a module imports only its own layer and those below
 LAYERS: list[set[str]] = [
     {"bridge.errors", "bridge.settings", "bridge.keys", "bridge.process", "bridge.dicom"},
-    {"bridge.deid"},
+    {"bridge.deid", "bridge.seg"},
     {
+        "bridge.annotations",
         "bridge.ingest",
         "bridge.timepoints",
         "bridge.remotes",
@@ -23,7 +24,7 @@ LAYERS: list[set[str]] = [
         "bridge.export",
         "bridge.access",
     },
-    {"bridge.pull", "bridge.wiring"},
+    {"bridge.pull", "bridge.wiring", "bridge.delivery"},
     {"bridge.dimse", "bridge.api", "bridge.dicomweb"},  # the edges: protocol in, one service call, status out
     {"bridge.serve"},  # the composition root
     {"bridge.cli", "bridge.__main__"},
