@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,11 @@ class NewVersion:
     segments: list[Segment]
     source: str  # import | seg | api | consensus
     seg_instance_uid: str | None = None
+
+
+def labels_key(labels: Iterable[str]) -> str:
+    """How an annotation's labels are kept for queries: lower case between commas (`,tumor,node,`)."""
+    return "," + ",".join(label.lower() for label in labels) + ","
 
 
 class AnnotationService:
@@ -192,6 +197,7 @@ class AnnotationService:
                 row = self._revisable(session, revise, record, annotator)
                 row.version += 1
                 row.stage, row.state, row.updated_at = stages[1], IN_REVIEW, utcnow()
+            row.labels = labels_key(segment.label for segment in version.segments)
             assert row.id is not None
             relative = maskfiles.relative_path(record.project, row.id, row.version)
             stored = maskfiles.save(self.masks_root, relative, version.masks)

@@ -41,6 +41,8 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "kernel": (str | None, "Convolution kernel contains."),
     "contrast": (str | None, "Contrast: yes, no, or text the agent contains."),
     "min_instances": (int | None, "Series with at least this many instances."),
+    "segmented": (list[str] | None, "Series with an approved segmentation of this label (repeatable)."),
+    "segmented_stage": (str | None, "With --segmented: approved at this review stage (default: final)."),
     "min_timepoints": (int | None, "Subjects with at least this many matching timepoints."),
     "min_followups": (int | None, "Subjects with a matching baseline and at least this many matching follow-ups."),
 }

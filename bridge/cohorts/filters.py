@@ -52,11 +52,15 @@ class FilterFields(BaseModel):
     kernel: str | None = Field(default=None, max_length=64)
     contrast: str | None = Field(default=None, max_length=64)  # yes | no | text the agent contains
     min_instances: Count | None = None
+    # annotations: the series has an approved segmentation with one of these labels (case-insensitive), final
+    # or approved at `segmented_stage`
+    segmented: list[Annotated[str, Field(max_length=64)]] = []
+    segmented_stage: str | None = Field(default=None, max_length=32)
     # counted conditions, per subject, over its matching timepoints
     min_timepoints: Count | None = None
     min_followups: Count | None = None  # and a matching baseline
 
-    @field_validator("subject", "label", "timepoint_index", "modality", "body_part", mode="before")
+    @field_validator("subject", "label", "timepoint_index", "modality", "body_part", "segmented", mode="before")
     @classmethod
     def _one_is_a_list(cls, value: object) -> object:
         """A single value where a list is expected is a list of one (`"modality": "CT"`)."""

@@ -16,6 +16,7 @@ from sqlalchemy import CTE, ColumnElement, Select, and_, case, distinct, func, s
 from sqlalchemy.sql.elements import KeyedColumnElement
 from sqlmodel import Session
 
+from bridge.cohorts.annotated import annotation_conditions
 from bridge.cohorts.filters import CohortFilters, Level, Page
 from storage.models.research import Project, Series, Subject, Timepoint
 
@@ -146,6 +147,7 @@ def series_conditions(f: CohortFilters) -> Iterable[ColumnElement[bool]]:
 SERIES_CONDITIONS: list[Callable[[CohortFilters], Iterable[ColumnElement[bool]]]] = [
     timepoint_conditions,
     series_conditions,
+    annotation_conditions,
 ]
 
 

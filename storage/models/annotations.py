@@ -51,6 +51,7 @@ class Annotation(ResearchModel, table=True):
     stage: str = Field(max_length=32)  # the review stage it waits at (the first one when new)
     state: str = Field(max_length=16)  # open | rejected | approved (past the last stage)
     version: int = 1  # the current version
+    labels: str = Field(default="", max_length=1024)  # the current version's, lower case: ",tumor,node," (queries)
     consensus_of: str | None = Field(default=None, max_length=256)  # annotation ids a combined one was made of
     created_at: dt.datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: dt.datetime = Field(default_factory=utcnow, sa_column=timestamp_column())

@@ -296,3 +296,26 @@ def test_an_export_carries_the_approved_segs_and_their_masks_as_label_volumes(wo
     )
     again = export(chosen, world.tmp / "out-nifti", Format.NIFTI)
     assert again.written == 0  # resumable: nothing differs
+
+
+def test_the_cohort_query_takes_approved_segmentations(world: World) -> None:
+    from bridge.cohorts import query
+    from bridge.cohorts.filters import CohortFilters
+
+    def series(**filters: object) -> list[str]:
+        with world.runtime.database.reading() as session:
+            result = query.run(session, CohortFilters(project="lung", **filters))  # type: ignore[arg-type]
+        return [row.series_instance_uid for row in result.rows]  # type: ignore[union-attr]
+
+    grid, _ = _geometry(world, world.ct)
+    mask = _nifti(grid, _blob(grid), world.tmp / "tumor.nii.gz")
+    view = world.service.import_mask(series_uid=world.ct, path=mask, labels=["Tumor"], annotator="alice", actor="t")
+    assert series(segmented=["tumor"]) == [] and series(segmented=["Tumor"], segmented_stage="review") == []
+    database, projects = world.runtime.database, dict(world.settings.projects)
+    review(database, projects, annotation_id=view.id, approve=True, reviewer=world.users["rita"], comment=None)
+    assert series(segmented=["Tumor"], segmented_stage="review") == [world.ct]
+    assert series(segmented=["Tumor"]) == []  # not final yet
+    review(database, projects, annotation_id=view.id, approve=True, reviewer=world.users["rob"], comment=None)
+    assert series(segmented=["TUMOR"]) == [world.ct]
+    assert series(segmented=["Node"]) == [] and series(segmented=["Tum"]) == []
+    assert series(segmented=["Tumor"], modality=["MR"]) == []

@@ -48,6 +48,7 @@ def upgrade() -> None:
     sa.Column('stage', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('state', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('labels', sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False),
     sa.Column('consensus_of', sqlmodel.sql.sqltypes.AutoString(length=256), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
