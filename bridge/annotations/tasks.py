@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from urllib.parse import urlencode
 
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
@@ -40,6 +41,7 @@ class TaskView(BaseModel):
     annotators: list[str]
     series: list[TaskSeriesView]
     annotations: dict[str, int]  # per annotator, how many they made for this task
+    viewer: str  # the viewer on every timepoint of the subject, side by side
 
 
 def create_tasks(
@@ -157,6 +159,7 @@ def task_view(session: Session, task_id: int, project: str | None = None) -> Tas
             for timepoint, one in series
         ],
         annotations=counts,
+        viewer=f"/viewer/subject?{urlencode({'project': project, 'subject': subject.subject_code})}",
     )
 
 

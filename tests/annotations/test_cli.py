@@ -53,6 +53,7 @@ def test_tasks_masks_agreement_and_consensus(trial: Path, tmp_path: Path) -> Non
         )
     )
     assert len(tasks) == 2 and all(task["annotators"] == ["alice", "bob"] for task in tasks)
+    assert tasks[0]["viewer"] == f"/viewer/subject?project=lung&subject={tasks[0]['subject']}"
     assert (
         cli(
             trial,

@@ -126,3 +126,42 @@ def test_segs_from_a_viewer_and_from_the_modality_become_annotations(served: Ser
     from_modality = _wait(lambda: by("MODALITY"))
     assert from_modality and from_modality[0]["labels"] == ["Lesion"]
     assert from_modality[0]["series_instance_uid"] == series
+
+
+def test_a_seg_naming_another_series_is_refused_over_stow_and_c_store(served: Served) -> None:
+    from pydicom.uid import SegmentationStorage
+    from pynetdicom import AE
+
+    from bridge.remotes.scu import c_store
+
+    study, series, sources = _ct_series(served)
+    other = served.client().search_for_series(study, search_filters={"Modality": "CT", "SeriesNumber": "2"})
+    other_series = other[0]["0020000E"]["Value"][0]
+    wrong = _viewer_seg(sources)
+    wrong.ReferencedSeriesSequence[0].SeriesInstanceUID = other_series
+    response = served.call(
+        "POST",
+        f"/dicomweb/projects/open/studies/{study}",
+        user="annotator",
+        content=_multipart(wrong),
+        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=seg-boundary'},
+    )
+    assert response.status_code == 409, response.text
+    ae = AE(ae_title="SLICER")
+    ae.add_requested_context(SegmentationStorage)
+    assoc = ae.associate("127.0.0.1", served.bridge.port, ae_title="BRIDGE")
+    assert assoc.is_established
+    try:
+        status = int(c_store(assoc, wrong).Status)
+    finally:
+        assoc.release()
+    assert status == 0xA900
+    found = served.call("GET", "/api/v1/annotations?project=open", user="reader").json()
+    assert all(a["series_instance_uid"] != other_series for a in found)
+
+
+def _multipart(ds: pydicom.Dataset) -> bytes:
+    body = io.BytesIO()
+    ds.save_as(body, enforce_file_format=True)
+    head = b"--seg-boundary\r\nContent-Type: application/dicom\r\n\r\n"
+    return head + body.getvalue() + b"\r\n--seg-boundary--\r\n"
