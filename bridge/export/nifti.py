@@ -23,9 +23,8 @@ from numpy.typing import NDArray
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-ORIENTATION_TOLERANCE = 1e-4  # direction cosines, as DS strings carry them
-SPACING_TOLERANCE_MM = 0.01
-SPACING_TOLERANCE_RATIO = 0.01
+from bridge.annotations.geometry import GeometryError, series_geometry
+
 _INT16 = np.iinfo(np.int16)
 
 
@@ -46,23 +45,25 @@ class Volume:
 
 def write_series_volume(files: Sequence[Path], target: Path) -> Volume:
     """Write the single-frame instances `files` of one series as one volume at `target` (gzip-compressed
-    when its name ends in .nii.gz, plain .nii otherwise), atomically. Raises NotAVolume before writing."""
+    when its name ends in .nii.gz, plain .nii otherwise), atomically. Raises NotAVolume before writing.
+    The grid and slice order are the series geometry annotations are checked against, so that a mask and
+    its image volume always share one grid."""
     if not files:
         raise NotAVolume("no DICOM files given")
     headers = [_header(Path(f)) for f in files]
-    row, column, normal = _orientation(headers)
-    positions = [_vector(ds, "ImagePositionPatient", 3) for ds in headers]
-    order = sorted(range(len(headers)), key=lambda i: float(normal @ positions[i]))
-    step = _slice_step(headers[order[0]], [positions[i] for i in order], normal)
-    row_spacing, column_spacing = (float(v) for v in _vector(headers[0], "PixelSpacing", 2))
-    pixels = _pixels([Path(files[i]) for i in order], headers[0])
+    try:
+        geometry = series_geometry(headers)
+    except GeometryError as error:
+        raise NotAVolume(str(error)) from None
+    by_uid = {str(ds.SOPInstanceUID): Path(f) for ds, f in zip(headers, files, strict=True)}
+    pixels = _pixels([by_uid[uid] for uid in geometry.instance_uids], headers[0])
+    grid = geometry.grid
     image = sitk.GetImageFromArray(pixels)  # (slices, rows, columns) -> x along a row, y down the columns
-    image.SetSpacing((column_spacing, row_spacing, step))  # type: ignore[no-untyped-call]
-    image.SetOrigin(tuple(float(v) for v in positions[order[0]]))  # type: ignore[no-untyped-call]
-    image.SetDirection(tuple(float(v) for v in np.column_stack([row, column, normal]).ravel()))  # type: ignore[no-untyped-call]
+    image.SetSpacing(grid.spacing)  # type: ignore[no-untyped-call]
+    image.SetOrigin(grid.origin)  # type: ignore[no-untyped-call]
+    image.SetDirection(grid.direction)  # type: ignore[no-untyped-call]
     digest = _write_atomically(image, target)
-    slices, rows, columns = pixels.shape
-    return Volume(target, (columns, rows, slices), (column_spacing, row_spacing, step), digest, slices)
+    return Volume(target, grid.size, grid.spacing, digest, grid.size[2])
 
 
 def _header(path: Path) -> Dataset:
@@ -75,54 +76,6 @@ def _header(path: Path) -> Dataset:
     if int(ds.get("SamplesPerPixel") or 1) != 1:
         raise NotAVolume("only single-sample (grayscale) images are supported")
     return ds
-
-
-def _vector(ds: Dataset, keyword: str, length: int) -> NDArray[np.float64]:
-    value = ds.get(keyword)
-    if value is None or len(value) != length:
-        raise NotAVolume(f"an instance has no valid {keyword}")
-    return np.array([float(v) for v in value], dtype=np.float64)
-
-
-def _orientation(headers: list[Dataset]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Unit row and column directions and the slice normal (LPS), after checking the series shares them."""
-    if len({str(ds.get("SeriesInstanceUID", "")) for ds in headers}) > 1:
-        raise NotAVolume("the files belong to more than one series")
-    first = headers[0]
-    orientation, spacing = _vector(first, "ImageOrientationPatient", 6), _vector(first, "PixelSpacing", 2)
-    for ds in headers:
-        if np.abs(_vector(ds, "ImageOrientationPatient", 6) - orientation).max() > ORIENTATION_TOLERANCE:
-            raise NotAVolume("ImageOrientationPatient differs between instances")
-        _vector(ds, "ImagePositionPatient", 3)
-        if (ds.get("Rows"), ds.get("Columns")) != (first.get("Rows"), first.get("Columns")):
-            raise NotAVolume("Rows/Columns differ between instances")
-        if np.abs(_vector(ds, "PixelSpacing", 2) - spacing).max() > SPACING_TOLERANCE_MM / 10:
-            raise NotAVolume("PixelSpacing differs between instances")
-    row, column = orientation[:3], orientation[3:]
-    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(column) - 1) > 1e-3 or abs(row @ column) > 1e-3:
-        raise NotAVolume("ImageOrientationPatient is not two orthogonal unit vectors")
-    # DS strings round the cosines: make them exactly orthonormal, or the NIfTI qform cannot hold them
-    row = row / np.linalg.norm(row)
-    column = column - (column @ row) * row
-    column = column / np.linalg.norm(column)
-    return row, column, np.cross(row, column)
-
-
-def _slice_step(first: Dataset, positions: list[NDArray[np.float64]], normal: NDArray[np.float64]) -> float:
-    """The one distance between neighbouring slices, along the normal; refused unless it is uniform."""
-    if len(positions) == 1:  # a single slice has no neighbour: its nominal thickness is all there is
-        return float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
-    steps = np.diff(np.array(positions), axis=0)
-    along = steps @ normal
-    mean = float(positions[-1] @ normal - positions[0] @ normal) / (len(positions) - 1)
-    tolerance = max(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_RATIO * mean)
-    if along.min() < tolerance:
-        raise NotAVolume("two instances share one slice position")
-    if np.abs(along - mean).max() > tolerance:
-        raise NotAVolume(f"slice spacing is not uniform ({along.min():.3f} to {along.max():.3f} mm)")
-    if np.linalg.norm(steps - np.outer(along, normal), axis=1).max() > tolerance:
-        raise NotAVolume("slices are not stacked along their normal (gantry tilt or shear is unsupported)")
-    return mean
 
 
 def _pixels(ordered: list[Path], first: Dataset) -> NDArray[np.int16] | NDArray[np.float32]:

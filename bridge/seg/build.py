@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ _DEVICE_SERIAL_NUMBER = "0"
 _SOURCE_CLASSES = frozenset({CTImageStorage, MRImageStorage, PositronEmissionTomographyImageStorage})
 _ORIENTATION_TOLERANCE = 1e-4  # direction cosines
 _SPACING_TOLERANCE = 1e-4  # mm
+_UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")  # PS3.5 9.1; pydicom's UID() only warns
 
 # highdicom copies the Patient and Study IE modules (so Clinical Trial Subject / Study and the de-identification
 # attributes) from the first source; these are checked afterwards and copied where it did not.
@@ -139,8 +141,20 @@ def build_seg(
         content_creator_name=meta.annotator,
         series_description=meta.series_description,
     )
+    _unshare(seg, sources[0])
     _copy_trial_attributes(seg, sources[0], meta.timepoint_label)
     return seg
+
+
+def _unshare(seg: Dataset, source: Dataset) -> None:
+    """Give the SEG its own copies of the elements highdicom took over from the source by reference.
+
+    highdicom copies the Patient and Study modules as the source's very DataElement objects; setting the time
+    point label (or a later re-identification of the SEG) would otherwise change the caller's source images.
+    """
+    for element in list(seg):
+        if element.tag in source and source[element.tag] is element:
+            seg[element.tag] = copy.deepcopy(element)
 
 
 def _stack(segments: Sequence[SegmentSpec]) -> npt.NDArray[np.bool_]:
@@ -284,7 +298,7 @@ def _check_segments(segments: Sequence[SegmentSpec], slices: int, rows: int, col
 def _check_meta(meta: SegMeta, sources: Sequence[Dataset], charsets: list[str]) -> None:
     for attribute in ("series_instance_uid", "sop_instance_uid"):
         value = getattr(meta, attribute)
-        if not isinstance(value, str) or not UID(value).is_valid:
+        if not isinstance(value, str) or len(value) > 64 or not _UID_PATTERN.fullmatch(value):
             raise ValueError(f"SegMeta.{attribute} {value!r} is not a valid UID")
     if meta.series_instance_uid == meta.sop_instance_uid:
         raise ValueError("SegMeta.series_instance_uid and sop_instance_uid must differ")

@@ -169,8 +169,8 @@ def read_seg(ds: Dataset) -> ReadSeg:
         raise SegError(f"expected a pydicom Dataset, got {type(ds).__name__}")
     sop_class = UID(str(ds.get("SOPClassUID", "")))
     if sop_class not in _SEG_CLASSES:
-        name = sop_class.name if sop_class else "no SOP Class UID"
-        raise SegError(f"not a DICOM Segmentation: the dataset is {name}")
+        name = sop_class.name if sop_class else "missing"
+        raise SegError(f"not a DICOM Segmentation: its SOP Class is {name}")
     if not ds.get("SegmentSequence"):
         raise SegError("the SEG describes no segments (Segment Sequence empty or missing)")
     if ds.get("SegmentationType") not in ("BINARY", "FRACTIONAL", "LABELMAP"):
@@ -193,6 +193,7 @@ def read_seg(ds: Dataset) -> ReadSeg:
         raise SegError(f"highdicom cannot read this SEG: {error!r}") from error
     for frame in frames:
         instances.update(uid for uid, _ in frame.references)
+        series.update(frame.series)
     return ReadSeg(
         referenced_series_uids=frozenset(series),
         referenced_instance_uids=frozenset(instances),
@@ -216,6 +217,7 @@ class _Frame:
     segment: int | None
     position: tuple[float, float, float] | None
     references: tuple[tuple[str, str | None], ...]  # (SOP Instance UID, Spatial Locations Preserved)
+    series: frozenset[str]  # Series Instance UIDs some writers add to the source items (not in the standard)
 
 
 def _segment_info(item: Dataset) -> SegmentInfo:
@@ -277,7 +279,13 @@ def _frames(seg: Dataset, described: set[int], *, labelmap: bool) -> Iterator[_F
             raise SegError(
                 f"frame {number} has neither a source image reference nor a plane position: it cannot be placed"
             )
-        yield _Frame(number, segment, position, references)
+        series = frozenset(
+            str(source.SeriesInstanceUID)
+            for derivation in item.get("DerivationImageSequence") or []
+            for source in derivation.get("SourceImageSequence") or []
+            if source.get("SeriesInstanceUID")
+        )
+        yield _Frame(number, segment, position, references, series)
 
 
 def _source_references(item: Dataset) -> Iterator[tuple[str, str | None]]:
