@@ -416,7 +416,7 @@ class DeliverySettings(Section):
     """The outbox of SEG deliveries, worked by `serve`: how often it looks, how it backs off."""
 
     enabled: bool = True
-    poll_seconds: float = Field(default=2.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
     first_retry_seconds: float = Field(default=5.0, gt=0)  # doubled after each failure
     max_retry_seconds: float = Field(default=300.0, gt=0)
     max_attempts: int = Field(default=100, ge=1)  # then the delivery is failed (retry it by hand)

@@ -16,28 +16,27 @@ from pydicom.uid import UID
 
 from bridge.deid import values
 from bridge.errors import AnnotationError
+from bridge.seg.build import RESEARCH_SIDE_KEYWORDS
 from storage import vault
 from storage.db import UnitOfWork
 
 _MAPPED = ("StudyInstanceUID", "FrameOfReferenceUID", "ReferencedSOPInstanceUID", "ReferencedFrameOfReferenceUID")
-_REMOVED = (
-    "PatientIdentityRemoved",
-    "DeidentificationMethod",
-    "DeidentificationMethodCodeSequence",
-    "LongitudinalTemporalInformationModified",
-    "ClinicalTrialSponsorName",
-    "ClinicalTrialProtocolID",
-    "ClinicalTrialProtocolName",
-    "ClinicalTrialSiteID",
-    "ClinicalTrialSiteName",
-    "ClinicalTrialSubjectID",
-    "ClinicalTrialSubjectReadingID",
-    "ClinicalTrialTimePointID",
-    "ClinicalTrialTimePointDescription",
-    "ClinicalTrialCoordinatingCenterName",
-    "ClinicalTrialSeriesID",
-    "ClinicalTrialSeriesDescription",
-)
+_ACQUISITION_EQUIPMENT = "109101"  # DCM: the source images' equipment, dated like the study
+
+
+def _unshift(seg: Dataset, offset: int) -> None:
+    """The dates of the study and of its acquisition equipment back to the hospital's (the SEG's own
+    content and series dates are today's, never shifted)."""
+    if seg.get("StudyDate"):
+        seg.StudyDate = values.shift_date(str(seg.StudyDate), -offset) or ""
+    for item in seg.get("ContributingEquipmentSequence", []):
+        purpose = item.get("PurposeOfReferenceCodeSequence", [])
+        if (
+            purpose
+            and str(purpose[0].get("CodeValue", "")) == _ACQUISITION_EQUIPMENT
+            and item.get("ContributionDateTime")
+        ):
+            item.ContributionDateTime = values.shift_datetime(str(item.ContributionDateTime), -offset) or ""
 
 
 class ReidentificationError(AnnotationError):
@@ -71,7 +70,8 @@ def reidentify(
 ) -> Dataset:
     """`seg` (changed in place and returned) in the hospital's terms; `ReidentificationError` if incomplete.
     `date_offset`: the days the patient's dates were shifted by (0 when the project keeps dates)."""
-    places = list(_uid_elements(seg))
+    # highdicom shares reference items between ReferencedSeriesSequence and the per-frame sources: each once
+    places = list({(id(ds), keyword): (ds, keyword) for ds, keyword in _uid_elements(seg)}.values())
     pseudo = {str(ds[keyword].value) for ds, keyword in places}
     originals = vault.reveal_uids(
         work.vault, project=project, pseudo_uids=pseudo, cipher=cipher, actor=actor, audit=work.research
@@ -102,9 +102,9 @@ def reidentify(
         del seg.IssuerOfPatientID
     seg.AccessionNumber = accession or ""
     offset = date_offset(identity)
-    if seg.get("StudyDate") and offset:
-        seg.StudyDate = values.shift_date(str(seg.StudyDate), -offset) or ""
-    for keyword in _REMOVED:
+    if offset:
+        _unshift(seg, offset)
+    for keyword in RESEARCH_SIDE_KEYWORDS:
         if keyword in seg:
             delattr(seg, keyword)
     seg.SeriesInstanceUID = new_series_uid

@@ -1,8 +1,8 @@
 """The DICOM SEG of an approved annotation version, built from the de-identified source series.
 
-Its UIDs are derived from the project key, the annotation, the version and the destination kind, so that a
-delivery sent again after a crash sends the same instance (a PACS stores it once). One new series per
-version.
+Its UIDs are derived from the project key, the annotation and the version (and "hospital" for the
+re-identified copy), so that a delivery sent again after a crash sends the same instance (a PACS stores it
+once). One new series per version.
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ def seg_uid(key: bytes, annotation_id: int, version: int, what: str, kind: str =
     return values.pseudo_uid(key, f"seg:{kind}:{annotation_id}:{version}:{what}")
 
 
-def build_version_seg(
-    service: AnnotationService, *, key: bytes, annotation_id: int, version: int, kind: str = "research"
-) -> BuiltSeg:
+def build_version_seg(service: AnnotationService, *, key: bytes, annotation_id: int, version: int) -> BuiltSeg:
     """The SEG of one version of an annotation (its masks over the source series, in index order)."""
     with service.database.reading() as session:
         row = load_annotation(session, annotation_id)
@@ -64,8 +62,8 @@ def build_version_seg(
     ]
     labels = ", ".join(segment.label for segment in segments)
     meta = SegMeta(
-        series_instance_uid=seg_uid(key, annotation_id, version, "series", kind),
-        sop_instance_uid=seg_uid(key, annotation_id, version, "instance", kind),
+        series_instance_uid=seg_uid(key, annotation_id, version, "series"),
+        sop_instance_uid=seg_uid(key, annotation_id, version, "instance"),
         series_number=SERIES_NUMBER_BASE + version,
         series_description=f"{labels} by {row.annotator} v{version}"[:64],
         annotator=row.annotator,

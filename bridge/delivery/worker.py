@@ -9,6 +9,7 @@ for `pacs-bridge deliveries retry ID` once fixed.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
@@ -24,8 +25,8 @@ from bridge.deid import values
 from bridge.deid.table import Option
 from bridge.delivery import outbox
 from bridge.delivery.reidentify import reidentify
-from bridge.delivery.segs import build_version_seg, seg_uid
-from bridge.errors import AnnotationError, RemoteError, RetriableError
+from bridge.delivery.segs import BuiltSeg, build_version_seg, seg_uid
+from bridge.errors import AnnotationError, RemoteError, RetriableError, redact
 from bridge.ingest.service import Outcome
 from bridge.settings import RESEARCH, RemoteSettings, SegDestinationSettings, Settings
 from bridge.wiring import Runtime
@@ -46,6 +47,7 @@ class DeliveryWorker:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.actor = "serve:delivery"
         self.annotations = runtime.annotations()
+        self._last_built: tuple[tuple[int, int], BuiltSeg] | None = None
 
     def run_once(self) -> bool:
         """True when a delivery was attempted (another may be due at once)."""
@@ -62,8 +64,8 @@ class DeliveryWorker:
         except (RemoteError, AnnotationError, ValueError) as error:
             logger.error("delivery %d failed: %s", row.id, error)
             outbox.failed_attempt(self.runtime.database, row.id, error=str(error), retry_in=None, actor=self.actor)
-        except Exception as error:  # unexpected: kept and retried, never lost
-            logger.exception("delivery %d: unexpected error", row.id)
+        except Exception as error:  # unexpected: kept and retried, never lost; its text may quote a UID
+            logger.error("delivery %d: unexpected %s: %s", row.id, type(error).__name__, redact(str(error))[:300])
             self._retry_or_fail(row, f"unexpected error: {type(error).__name__}")
         else:
             outbox.delivered(self.runtime.database, row.id, seg_series_uid=series_uid, actor=self.actor)
@@ -113,17 +115,22 @@ class DeliveryWorker:
         destination = self._destination(project, row.destination)
         if destination.remote == RESEARCH:
             return self._into_research(row, project, context.key)
-        kind = "reidentified" if destination.mode == "reidentified" else "deidentified"
-        built = build_version_seg(
-            self.annotations, key=context.key, annotation_id=row.annotation_id, version=row.version, kind=kind
-        )
-        seg = built.dataset
+        built = self._built(row, context.key)
+        seg = built.dataset  # the research copy, as the research store has it
         research_series_uid = str(seg.SeriesInstanceUID)
         if destination.mode == "reidentified":
+            seg = copy.deepcopy(seg)
             self._reidentify(seg, row, project, built.record.subject_code, context.key)
-        remote_settings = self.settings.remote(destination.remote)
-        self._send(remote_settings, destination, seg)
-        return research_series_uid
+        self._send(self.settings.remote(destination.remote), destination, seg)
+        return research_series_uid  # never the hospital's copy's: that would link the two sides
+
+    def _built(self, row: Delivery, key: bytes) -> BuiltSeg:
+        """The version's SEG, built once for all its destinations (they are claimed one after the other)."""
+        wanted = (row.annotation_id, row.version)
+        if self._last_built is None or self._last_built[0] != wanted:
+            built = build_version_seg(self.annotations, key=key, annotation_id=row.annotation_id, version=row.version)
+            self._last_built = (wanted, built)
+        return self._last_built[1]
 
     def _destination(self, project: str, name: str) -> SegDestinationSettings:
         for destination in self.settings.project(project).seg_destinations:
@@ -133,9 +140,9 @@ class DeliveryWorker:
 
     def _into_research(self, row: Delivery, project: str, key: bytes) -> str:
         """The SEG into the bridge's own store and index (de-identified; DICOMweb and the viewer serve it)."""
-        built = build_version_seg(self.annotations, key=key, annotation_id=row.annotation_id, version=row.version)
+        built = self._built(row, key)
         ingest = self.runtime.ingest(self.actor)
-        folder = self.settings.storage.spool_dir
+        folder = self.settings.storage.annotations_dir / ".outgoing"  # de-identified, beside the masks
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, suffix=".seg.tmp")
         os.close(fd)

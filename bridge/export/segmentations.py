@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from sqlmodel import Session, col, select
 
+from bridge.annotations import maskfiles
 from bridge.annotations.segments import from_json
 from bridge.cohorts.query import SeriesRow
 from storage.models.annotations import Annotation, AnnotationVersion, Delivery
@@ -104,8 +105,7 @@ def write_label_volume(seg: ApprovedSeg, source_files: Sequence[Path], target: P
     from storage.durable import fsync_folder, sha256_of
 
     geometry = series_geometry([pydicom.dcmread(path, stop_before_pixels=True) for path in source_files])
-    with np.load(seg.mask, allow_pickle=False) as data:
-        masks = np.asarray(data["segments"], dtype=bool)
+    masks = maskfiles.load(seg.mask.parent, seg.mask.name)
     labels = np.zeros(masks.shape[1:], dtype=np.uint8)
     for index in range(masks.shape[0]):
         labels[masks[index]] = index + 1

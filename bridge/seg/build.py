@@ -76,6 +76,13 @@ _TRIAL_SERIES_KEYWORDS = (
     "IssuerOfClinicalTrialSeriesID",
     "ClinicalTrialSeriesDescription",
 )
+#: What a SEG carries of the research side (pseudonyms, trial and de-identification attributes): what
+#: re-identification removes.
+RESEARCH_SIDE_KEYWORDS = (
+    *_SUBJECT_AND_STUDY_KEYWORDS,
+    *_TRIAL_SERIES_KEYWORDS,
+    "LongitudinalTemporalInformationModified",
+)
 
 
 @dataclass(frozen=True)
@@ -157,19 +164,39 @@ def _unshare(seg: Dataset, source: Dataset) -> None:
             seg[element.tag] = copy.deepcopy(element)
 
 
-def _stack(segments: Sequence[SegmentSpec]) -> npt.NDArray[np.bool_]:
-    """The (slices, rows, columns, segments) array highdicom wants, with at most one copy of the masks.
+def _stack(segments: Sequence[SegmentSpec]) -> npt.NDArray[np.bool_] | npt.NDArray[np.uint8]:
+    """The array highdicom wants, with at most one copy of the masks: a label map (slices, rows, columns)
+    of segment numbers when no two segments overlap (highdicom's checks of a boolean stack cost several
+    times the rest of the build), else (slices, rows, columns, segments) booleans.
 
-    The copy is laid out segment-major and handed over as a transposed view, so that every frame highdicom
-    cuts out (one slice of one segment) is contiguous; one segment needs no copy at all.
+    The boolean copy is laid out segment-major and handed over as a transposed view, so that every frame
+    highdicom cuts out (one slice of one segment) is contiguous; one segment needs no copy at all.
     """
     if len(segments) == 1:
         return segments[0].mask[..., np.newaxis]
+    labels = _label_map(segments)
+    if labels is not None:
+        return labels
     first = segments[0].mask
     stacked = np.empty((len(segments), *first.shape), dtype=np.bool_)
     for index, spec in enumerate(segments):
         stacked[index] = spec.mask
     return stacked.transpose(1, 2, 3, 0)
+
+
+def _label_map(segments: Sequence[SegmentSpec]) -> npt.NDArray[np.uint8] | None:
+    """Segment numbers (0: none) per voxel, or None when segments overlap (or are too many for a byte).
+    Only the slices a segment has voxels on are touched: annotations are sparse."""
+    if len(segments) > 255:
+        return None
+    labels = np.zeros(segments[0].mask.shape, dtype=np.uint8)
+    for number, spec in enumerate(segments, start=1):
+        for index in np.flatnonzero(spec.mask.any(axis=(1, 2))):
+            plane, drawn = labels[index], spec.mask[index]
+            if plane[drawn].any():
+                return None
+            plane[drawn] = number
+    return labels
 
 
 def _describe(number: int, spec: SegmentSpec, annotator: str) -> hd.seg.SegmentDescription:
