@@ -142,9 +142,11 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = DEADLINE
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
     """Orthanc holding one identified CT series; the bridge configured, the series pulled over DICOMweb and
-    de-identified; `serve` configured but not started, no users yet (each test decides when)."""
+    de-identified; `serve` configured but not started, no users yet (each test decides when). The SEG goes
+back by C-STORE, or by STOW-RS when the test asks (indirect parameter)."""
+    protocol = getattr(request, "param", "c-store")
     orthanc = OrthancServer(folder=tmp_path / "orthanc", name="WRITEBACK-PACS")  # TCP_NODELAY=1: the harness's
     patient = factory.make_patient(4)
     originals = factory.make_series(
@@ -167,7 +169,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     current: Site | None = None
     try:
         orthanc.upload(files)
-        config = write_config(tmp_path, f"sqlite:///{database}", orthanc, extra=bridge_settings(dimse_port))
+        config = write_config(tmp_path, f"sqlite:///{database}", orthanc, extra=bridge_settings(dimse_port, protocol))
         current = Site(tmp_path, orthanc, config, database, serve, sorted(originals, key=z_of))
         pulled = json.loads(
             current.cli("pull", REMOTE, "--project", PROJECT, "--patient-id", patient.patient_id, "--json")
@@ -186,7 +188,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
         orthanc.kill()  # its storage is thrown away: no need for its 2-3 s clean stop
 
 
-def bridge_settings(dimse_port: int) -> str:
+def bridge_settings(dimse_port: int, protocol: str = "c-store") -> str:
     """What the bridge adds to the pull tests' configuration: its DICOM listener (its AE title is the calling
     AE of the C-STORE to Orthanc), a quick outbox, the project's stages, label, trial and SEG destinations."""
     return f"""
@@ -225,7 +227,7 @@ remote = "research"
 [[projects.{PROJECT}.seg_destinations]]
 remote = "{REMOTE}"
 mode = "reidentified"
-protocol = "c-store"
+protocol = "{protocol}"
 """
 
 
@@ -353,6 +355,7 @@ def on_mask_grid(image: sitk.Image, reference: sitk.Image) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("site", ["c-store", "stow-rs"], indirect=True)
 def test_an_approved_annotation_lands_in_the_original_study_of_the_pacs(site: Site) -> None:
     site.start_serve(wait=False)
     site.create_users()
