@@ -1,27 +1,18 @@
-"""The query model run as SQL, in the database, the same rows on SQLite and PostgreSQL; nothing is filtered in
-Python.
+"""The query model run as SQL: one statement per page, in the database, the same rows on SQLite and PostgreSQL.
 
-`matching` is the set of series that pass the filters (a series carries its timepoint's subject, date and
-place on the clock, so this needs no join); the subjects that meet the counted conditions are grouped from
-it. A page takes two statements:
-
-- the tally: per subject, how many rows it has at the page's level (none unless it meets the counted
-  conditions), read from the cohort index alone. Their sum is the total; and when the rows are ordered by
-  subject first (the default), the running sum over the first `offset + limit` subjects says which subjects
-  hold the page, and how many rows come before them;
-- the page itself: the rows of those few subjects, sorted, so that a deep offset costs no more than the
-  first page. Ordered otherwise, it is the whole cohort, sorted, then the window of `offset` and `limit`.
+`matching` is the set of series (with their timepoint and subject) that pass the filters; the subjects that
+meet the counted conditions are grouped from it; a page of subjects, timepoints or series is then selected
+from those, with the total in the same statement (`count(*) OVER ()`). Nothing is filtered in Python.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import CTE, ColumnElement, ScalarSelect, Select, and_, case, distinct, func, literal, select
+from sqlalchemy import CTE, ColumnElement, Select, and_, case, distinct, func, select
 from sqlalchemy.sql.elements import KeyedColumnElement
 from sqlmodel import Session
 
@@ -117,29 +108,15 @@ def _between(column: KeyedColumnElement[Any], low: Any, high: Any) -> Iterable[C
         yield column <= high
 
 
-def _project_id(f: CohortFilters) -> ScalarSelect[Any]:
-    return select(PROJECT.c.id).where(PROJECT.c.name == f.project).scalar_subquery()
-
-
-def _of_subjects(f: CohortFilters, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
-    """The series of the project's subjects that meet `conditions`: through their timepoints, whose index
-    by subject finds them (an index of series by subject would mislead SQLite's planner into reading every
-    series in subject order to group them)."""
-    subjects = select(P.id).where(P.project_id == _project_id(f), *conditions)
-    of_subjects: ColumnElement[bool] = S.timepoint_id.in_(select(T.id).where(T.subject_id.in_(subjects)))
-    return of_subjects
-
-
 def timepoint_conditions(f: CohortFilters) -> Iterable[ColumnElement[bool]]:
-    """On the series' copies of their timepoint's columns."""
     if f.subject:
-        yield _of_subjects(f, P.subject_code.in_(f.subject))
+        yield P.subject_code.in_(f.subject)
     if f.label:
-        yield S.timepoint_label.in_(f.label)
+        yield T.label.in_(f.label)
     if f.timepoint_index:
-        yield S.timepoint_index.in_(f.timepoint_index)
-    yield from _between(S.days_from_baseline, f.days_min, f.days_max)
-    yield from _between(S.study_date, f.date_from, f.date_to)
+        yield T.timepoint_index.in_(f.timepoint_index)
+    yield from _between(T.days_from_baseline, f.days_min, f.days_max)
+    yield from _between(T.study_date, f.date_from, f.date_to)
 
 
 def series_conditions(f: CohortFilters) -> Iterable[ColumnElement[bool]]:
@@ -174,33 +151,28 @@ SERIES_CONDITIONS: list[Callable[[CohortFilters], Iterable[ColumnElement[bool]]]
 ]
 
 
-@dataclass(frozen=True)
-class Window:
-    """The subjects (codes, inclusive) whose rows hold a page, when rows are ordered by subject first."""
-
-    first: str
-    last: str
-
-
-def matching(f: CohortFilters, window: Window | None = None) -> CTE:
-    """The series that pass the filters (of the subjects in `window` only, when given)."""
-    statement = select(
-        S.id.label("series_id"),
-        S.timepoint_id,
-        S.subject_id,
-        S.timepoint_index,
-        S.days_from_baseline,
-        S.instance_count,
-    ).where(S.project_id == _project_id(f))
+def matching(f: CohortFilters) -> CTE:
+    """The series that pass the filters, with their timepoint and subject."""
+    statement = (
+        select(
+            S.id.label("series_id"),
+            S.timepoint_id,
+            T.subject_id,
+            T.timepoint_index,
+            T.days_from_baseline,
+            S.instance_count,
+        )
+        .join(TIMEPOINT, T.id == S.timepoint_id)
+        .join(SUBJECT, P.id == T.subject_id)
+        .where(S.project_id == select(PROJECT.c.id).where(PROJECT.c.name == f.project).scalar_subquery())
+    )
     for build in SERIES_CONDITIONS:
         statement = statement.where(*build(f))
-    if window is not None:
-        statement = statement.where(_of_subjects(f, P.subject_code.between(window.first, window.last)))
     return statement.cte("matching")
 
 
-def counted_conditions(f: CohortFilters, found: CTE) -> list[ColumnElement[bool]]:
-    """The counted conditions, as the HAVING of matching series grouped by subject."""
+def qualifying(f: CohortFilters, found: CTE) -> CTE | None:
+    """The subjects whose matching timepoints meet the counted conditions (None: no condition)."""
     conditions: list[ColumnElement[bool]] = []
     if f.min_timepoints is not None:
         conditions.append(func.count(distinct(found.c.timepoint_id)) >= f.min_timepoints)
@@ -208,20 +180,14 @@ def counted_conditions(f: CohortFilters, found: CTE) -> list[ColumnElement[bool]
         baseline = func.sum(case((found.c.timepoint_index == 0, 1), else_=0))
         followups = func.count(distinct(case((found.c.timepoint_index > 0, found.c.timepoint_id))))
         conditions += [baseline > 0, followups >= f.min_followups]
-    return conditions
-
-
-def qualifying(f: CohortFilters, found: CTE) -> CTE | None:
-    """The subjects whose matching timepoints meet the counted conditions (None: no condition)."""
-    conditions = counted_conditions(f, found)
     if not conditions:
         return None
     return select(found.c.subject_id).group_by(found.c.subject_id).having(and_(*conditions)).cte("qualifying")
 
 
-def _in_cohort(f: CohortFilters, window: Window | None = None) -> CTE:
-    """The matching series of the subjects in the cohort (in `window`, when given)."""
-    found = matching(f, window)
+def _in_cohort(f: CohortFilters) -> CTE:
+    """The matching series of the subjects in the cohort."""
+    found = matching(f)
     subjects = qualifying(f, found)
     statement = select(found)
     if subjects is not None:
@@ -301,102 +267,41 @@ def _statement(level: Level, cohort: CTE) -> tuple[Select[*tuple[Any, ...]], dic
     return statement, {c.name: c for c in columns}, ["subject"]
 
 
-def _sort_keys(sort: str | None, level: Level) -> list[str]:
-    """The keys of `a,-b` (ascending a, then descending b), each a column of the level's rows."""
+def _order(sort: str | None, sortable: dict[str, ColumnElement[Any]], default: list[str]) -> list[ColumnElement[Any]]:
+    """`a,-b`: ascending a then descending b; the default order breaks ties, so pages never overlap."""
     keys = [key.strip() for key in (sort or "").split(",") if key.strip()]
-    sortable = ROW_MODELS[level].model_fields
+    order: list[ColumnElement[Any]] = []
     for key in keys:
-        if key.lstrip("-+") not in sortable:
-            raise QueryError(f"cannot sort by {key.lstrip('-+')!r}; sortable: {', '.join(sortable)}")
-    return keys
-
-
-def _order(keys: list[str], sortable: dict[str, ColumnElement[Any]], default: list[str]) -> list[ColumnElement[Any]]:
-    """The sort keys, then the default order to break ties, so that pages never overlap."""
-    order = [
-        sortable[key.lstrip("-+")].desc().nulls_last()
-        if key.startswith("-")
-        else sortable[key.lstrip("+")].asc().nulls_first()
-        for key in keys
-    ]
-    return order + [sortable[name].asc().nulls_first() for name in default]
-
-
-def _by_subject(keys: list[str]) -> bool:
-    """Whether rows are ordered by subject (ascending) first: then a page is a window of subjects."""
-    return not keys or keys[0].lstrip("+") == "subject"
-
-
-@dataclass(frozen=True)
-class Tally:
-    total: int
-    window: Window | None  # the subjects holding the page (None: past the end, or not ordered by subject)
-    before: int  # rows of the cohort before the window's first subject
-
-
-def _tally(f: CohortFilters, page: Page, by_subject: bool) -> Select[Any]:
-    """Per subject of the cohort, its rows at the page's level; their total and, ordered by subject, the page's
-    window of subjects (first, last) and the rows before it (skip)."""
-    found = matching(f)
-    rows = {
-        Level.SUBJECT: literal(1),
-        Level.TIMEPOINT: func.count(distinct(found.c.timepoint_id)),
-        Level.SERIES: func.count(),
-    }[page.level]
-    per = select(found.c.subject_id, rows.label("n")).group_by(found.c.subject_id)
-    if conditions := counted_conditions(f, found):
-        per = per.having(and_(*conditions))
-    subjects = per.cte("per_subject")
-    total = select(func.coalesce(func.sum(subjects.c.n), 0)).scalar_subquery().label("total")
-    if not by_subject:
-        return select(total)
-    # the page lies in the first offset + limit subjects (each has a row at least)
-    head = (
-        select(P.subject_code, subjects.c.n)
-        .join(SUBJECT, P.id == subjects.c.subject_id)
-        .order_by(P.subject_code)
-        .limit(page.offset + page.limit)
-        .subquery("head")
-    )
-    upto = func.sum(head.c.n).over(order_by=head.c.subject_code)  # rows up to and including the subject's
-    ranked = select(head.c.subject_code, head.c.n, upto.label("upto")).subquery("ranked")
-    reaches = ranked.c.upto > page.offset  # the subject's last row is at the offset or after
-    starts = ranked.c.upto - ranked.c.n  # the subject's first row
-    return select(
-        total,
-        func.min(case((reaches, ranked.c.subject_code))).label("first"),
-        func.max(case((starts < page.offset + page.limit, ranked.c.subject_code))).label("last"),
-        func.min(case((reaches, starts))).label("skip"),
-    )
-
-
-def tally(session: Session, filters: CohortFilters, page: Page = FIRST_PAGE) -> Tally:
-    """The total of the cohort at `page.level` and, ordered by subject, which subjects hold the page."""
-    by_subject = _by_subject(_sort_keys(page.sort, page.level))
-    found = session.execute(_tally(filters, page, by_subject)).one()
-    if not by_subject or found.first is None:
-        return Tally(total=int(found.total), window=None, before=0)
-    return Tally(int(found.total), Window(found.first, found.last), int(found.skip))
+        name = key.lstrip("-+")
+        if name not in sortable:
+            raise QueryError(f"cannot sort by {name!r}; sortable: {', '.join(sortable)}")
+        column = sortable[name]
+        order.append(column.desc().nulls_last() if key.startswith("-") else column.asc().nulls_first())
+    order += [sortable[name].asc().nulls_first() for name in default]
+    return order
 
 
 def run(session: Session, filters: CohortFilters, page: Page = FIRST_PAGE) -> Result:
     """One page of the cohort at `page.level`, with the total number of rows."""
-    keys = _sort_keys(page.sort, page.level)
-    counted = tally(session, filters, page)
-    rows: Sequence[Any] = []
-    if counted.total > page.offset and (counted.window is not None or not _by_subject(keys)):
-        statement, sortable, default = _statement(page.level, _in_cohort(filters, counted.window))
-        statement = statement.order_by(*_order(keys, sortable, default))
-        statement = statement.limit(page.limit).offset(page.offset - counted.before)
-        rows = session.execute(statement).mappings().all()
+    statement, sortable, default = _statement(page.level, _in_cohort(filters))
+    statement = statement.add_columns(func.count().over().label("total"))
+    statement = statement.order_by(*_order(page.sort, sortable, default)).limit(page.limit).offset(page.offset)
+    rows = session.execute(statement).mappings().all()
+    total = int(rows[0]["total"]) if rows else _count(session, filters, page) if page.offset else 0
     model = ROW_MODELS[page.level]
     return Result(
         level=page.level,
-        total=counted.total,
+        total=total,
         offset=page.offset,
         limit=page.limit,
         rows=[model.model_validate(dict(row)) for row in rows],  # type: ignore[misc]
     )
+
+
+def _count(session: Session, filters: CohortFilters, page: Page) -> int:
+    """The total alone, for a page past the end (which has no row to carry it)."""
+    statement, _, _ = _statement(page.level, _in_cohort(filters))
+    return int(session.execute(select(func.count()).select_from(statement.subquery())).scalar_one())
 
 
 def each_series(session: Session, filters: CohortFilters, batch: int = 1000) -> Iterable[SeriesRow]:
