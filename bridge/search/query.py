@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlmodel import Session
 
 from bridge.search.attributes import (
@@ -34,7 +34,14 @@ from bridge.search.matching import MatchError, condition
 
 _ABOVE = {Level.PATIENT: (), Level.STUDY: (), Level.SERIES: (Level.STUDY,), Level.IMAGE: (Level.STUDY, Level.SERIES)}
 _UID_OF = {Level.STUDY: "StudyInstanceUID", Level.SERIES: "SeriesInstanceUID"}
-_ORDER = {Level.PATIENT: PAT.id, Level.STUDY: STU.id, Level.SERIES: SER.id, Level.IMAGE: IMG.id}
+# a total order (stable pages); instances by their number within a series, whatever order the workers indexed
+# them in (coalesce: SQLite and PostgreSQL sort NULL at opposite ends)
+_ORDER = {
+    Level.PATIENT: (PAT.id,),
+    Level.STUDY: (STU.id,),
+    Level.SERIES: (SER.id,),
+    Level.IMAGE: (IMG.series_id, func.coalesce(IMG.instance_number, 0), IMG.id),
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ def search(session: Session, query: Search) -> Found:
     statement = _from(query.level, select(*columns))
     if query.projects is not None:
         statement = statement.where(PROJECT.c.name.in_(list(query.projects)))
-    statement = statement.where(*conditions).order_by(_ORDER[query.level]).offset(query.offset).limit(query.limit + 1)
+    statement = statement.where(*conditions).order_by(*_ORDER[query.level]).offset(query.offset).limit(query.limit + 1)
     fetched = session.execute(statement).all()
     rows = []
     for row in fetched[: query.limit]:
