@@ -25,7 +25,7 @@ from bridge.seg.read import SegError, read_seg
 from storage.audit import record_event
 from storage.models.annotations import AnnotationVersion
 from storage.models.common import utcnow
-from storage.models.research import Instance, Project
+from storage.models.research import Instance, Project, Series
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,11 @@ def unlinked_segs(
     linked = select(AnnotationVersion.seg_instance_uid).where(col(AnnotationVersion.seg_instance_uid).is_not(None))
     statement = (
         select(Project.name, Instance.sop_instance_uid, Instance.path, Instance.source)
+        # through the SEG series (indexed by modality), never a scan of every instance: this runs every second
+        .join(Series, col(Series.id) == Instance.series_id)
         .join(Project, col(Project.id) == Instance.project_id)
         .where(
+            Series.modality == "SEG",
             Instance.sop_class_uid == SEG_SOP_CLASS,
             col(Instance.received_at) >= utcnow() - dt.timedelta(hours=since_hours),
             col(Instance.source).not_like(f"{DELIVERY_SOURCE}%"),
