@@ -7,7 +7,11 @@ MR; chest/abdomen; slice thickness 0.625-5 mm), 2,000,000 instances. Queries: th
 two follow-up chest CTs of 2.5 mm or thinner, subjects), one subject's timeline, CT <= 1.25 mm series
 (first page and offset 5000), a saved cohort's page. Target: HTTP p95 under 50 ms for each.
 
-    .venv/bin/python bench/query.py [--scale 1.0] [--repeat 50] [--only sqlite|postgresql] [--keep]
+    .venv/bin/python bench/query.py [--scale 1.0] [--repeat 50] [--only sqlite|postgresql] [--keep] [--reuse DIR]
+
+--reuse DIR keeps the populations (the SQLite file and the name of the PostgreSQL schema) in DIR and runs on
+them again next time (after bringing their schema to the newest revision, timed): building them at full scale
+takes far longer than measuring.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import random
 import shutil
 import statistics
@@ -34,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REPO, clean_env  # noqa: E402
 from bridge.cohorts.filters import CohortFilters, Level, Page  # noqa: E402
 from bridge.cohorts.query import run  # noqa: E402
-from storage import migrate  # noqa: E402
+from storage import migrate, statistics  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.models.research import Instance, Project, Series, Subject, Timepoint  # noqa: E402
 from tests.serve_process import free_port  # noqa: E402
@@ -97,11 +102,19 @@ def populate(url: str, subjects: int) -> float:
 
         def series() -> Iterator[dict[str, object]]:
             for timepoint in range(1, subjects * 4 + 1):
+                subject, index = divmod(timepoint - 1, 4)
+                days, label = DAYS[index]
                 for number, (modality, body) in enumerate(SERIES_KINDS, start=1):
                     yield {
                         "id": (timepoint - 1) * 5 + number,
                         "project_id": 1,
                         "timepoint_id": timepoint,
+                        # the copies of the timepoint's columns that storage.index writes with a series
+                        "subject_id": subject + 1,
+                        "study_date": dt.date(2020, 1, 1) + dt.timedelta(days=(subject + 1) % 700 + days),
+                        "days_from_baseline": days,
+                        "timepoint_index": index,
+                        "timepoint_label": label,
                         "series_uid": f"2.25.9{timepoint}.{number}",
                         "modality": modality,
                         "body_part": body,
@@ -140,14 +153,20 @@ def populate(url: str, subjects: int) -> float:
 
         for batch in chunks(instances()):
             connection.execute(insert(Instance), batch)
-    if url.startswith("postgresql"):
-        with database.research_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text("ANALYZE"))
-    else:
-        with database.research_engine.begin() as connection:
-            connection.exec_driver_sql("ANALYZE")
+    settle(database)
     database.dispose()
     return time.monotonic() - started
+
+
+def settle(database: Database) -> None:
+    """What a running service has soon after a bulk write: on PostgreSQL what autovacuum does (the test
+    server runs without it: the visibility map that lets an index answer a count without reading the table,
+    and statistics); on SQLite the statistics `serve` gathers itself (`storage.statistics`)."""
+    if database.research_engine.dialect.name == "postgresql":
+        with database.research_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE"))
+    else:
+        statistics.refresh(database.research_engine)
 
 
 EXAMPLE = {"modality": ["CT"], "body_part": ["CHEST"], "slice_thickness_max": 2.5, "min_followups": 2}
@@ -215,7 +234,17 @@ subject_prefix = "LUNG"
     )
     cli = [sys.executable, "-m", "bridge"]
     made = subprocess.run(
-        [*cli, "users", "create", "bench", "--role", "admin", "--json", "--config", str(config)],
+        [
+            *cli,
+            "users",
+            "create",
+            f"bench-{uuid.uuid4().hex[:8]}",
+            "--role",
+            "admin",
+            "--json",
+            "--config",
+            str(config),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -233,6 +262,7 @@ subject_prefix = "LUNG"
         try:
             answer = httpx.get(f"http://127.0.0.1:{http}/healthz", timeout=2)
             if answer.status_code == 200:
+                wait_until_idle(process.pid)
                 return process, http, token
             time.sleep(0.2)
         except httpx.HTTPError:
@@ -241,6 +271,33 @@ subject_prefix = "LUNG"
     raise SystemExit(
         f"serve did not answer /healthz: {answer.text if answer else None}\n{(folder / 'serve.log').read_text()}"
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by a process and its live children (Linux /proc), in seconds."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return total
+
+
+def wait_until_idle(pid: int, limit: float = 60) -> None:
+    """Let `serve` finish starting (its worker processes import and connect for a few seconds after it first
+    answers): measure a warm, idle service, not its start-up."""
+    deadline = time.monotonic() + limit
+    used = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = cpu_seconds(pid)
+        if now - used < 0.05:
+            return
+        used = now
 
 
 def measure(
@@ -270,9 +327,24 @@ def measure(
 
 
 def bench(name: str, url: str, folder: Path, subjects: int, repeat: int) -> None:
-    print(f"\n{name}: populating {subjects} subjects ...", flush=True)
-    print(f"  population inserted in {populate(url, subjects):.1f} s")
-    database = Database(url)
+    populated = folder / f"populated-{subjects}"
+    if populated.exists():
+        database = Database(url)
+        started = time.monotonic()
+        migrated = not migrate.is_current(database)
+        migrate.upgrade(database)
+        if migrated:
+            settle(database)
+        print(
+            f"\n{name}: population of {subjects} subjects reused (schema brought up to date in "
+            f"{time.monotonic() - started:.1f} s)",
+            flush=True,
+        )
+    else:
+        print(f"\n{name}: populating {subjects} subjects ...", flush=True)
+        print(f"  population inserted in {populate(url, subjects):.1f} s")
+        populated.touch()
+        database = Database(url)
     with database.session() as session:
         from bridge.cohorts import saved
 
@@ -300,29 +372,39 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--reuse", type=Path, help="keep the populations in this folder and run on them again")
     args = parser.parse_args()
     subjects = max(10, int(10_000 * args.scale))
-    folder = Path(tempfile.mkdtemp(prefix="bench-query-"))
+    folder = args.reuse.resolve() if args.reuse else Path(tempfile.mkdtemp(prefix="bench-query-"))
     try:
         if args.only in (None, "sqlite"):
-            (folder / "sqlite").mkdir()
+            (folder / "sqlite").mkdir(parents=True, exist_ok=True)
+            if not (folder / "sqlite" / f"populated-{subjects}").exists():  # a population left half-built
+                for leftover in (folder / "sqlite").glob("bridge.db*"):
+                    leftover.unlink()
             bench("SQLite", f"sqlite:///{folder / 'sqlite' / 'bridge.db'}", folder / "sqlite", subjects, args.repeat)
         if args.only in (None, "postgresql"):
-            schema = f"bench_{uuid.uuid4().hex[:12]}"
+            (folder / "pg").mkdir(parents=True, exist_ok=True)
+            kept = folder / "pg" / "schema"
+            schema = kept.read_text().strip() if args.reuse and kept.exists() else f"bench_{uuid.uuid4().hex[:12]}"
             admin = create_engine(POSTGRES)
             with admin.begin() as connection:
-                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+                if not (folder / "pg" / f"populated-{subjects}").exists():  # a population left half-built
+                    connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            if args.reuse:
+                kept.write_text(schema)
             try:
-                (folder / "pg").mkdir()
                 bench(
                     "PostgreSQL", f"{POSTGRES}?options=-csearch_path%3D{schema}", folder / "pg", subjects, args.repeat
                 )
             finally:
-                with admin.begin() as connection:
-                    connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                if not args.reuse:
+                    with admin.begin() as connection:
+                        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
                 admin.dispose()
     finally:
-        if not args.keep:
+        if not (args.keep or args.reuse):
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -43,10 +43,12 @@ from bridge.process.signals import interrupt_ignored
 from bridge.pull.schedules import Schedules
 from bridge.settings import Settings
 from bridge.wiring import Runtime
+from storage import statistics
 from storage.spool import Spool
 
 logger = logging.getLogger(__name__)
 _SUPERVISE_SECONDS = 0.5
+_STATISTICS_SECONDS = 60.0  # how often the planner statistics are looked at (`storage.statistics`)
 
 
 def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
@@ -92,10 +94,14 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
         try:
             schedules.start()
             deliveries.start()
+            looked_at = -_STATISTICS_SECONDS  # at start, then once a minute
             while not stop.wait(_SUPERVISE_SECONDS):
                 intake.supervise()
                 if http is not None:
                     http.supervise()
+                if time.monotonic() - looked_at >= _STATISTICS_SECONDS:
+                    looked_at = time.monotonic()
+                    refresh_statistics(runtime)
         finally:
             if http is not None:
                 http.stop()
@@ -103,6 +109,14 @@ def serve(settings: Settings, *, stop: threading.Event | None = None) -> None:
             schedules.stop()  # a running pull ends after its study, while the listener still takes its C-MOVEs
             intake.stop()
             logger.info("stopped")
+
+
+def refresh_statistics(runtime: Runtime) -> None:
+    """Fresh planner statistics after the index grew; a failure (a busy database) waits for the next look."""
+    try:
+        statistics.refresh(runtime.database.research_engine)
+    except Exception:  # noqa: BLE001 - the service goes on; the next look tries again
+        logger.warning("could not refresh the planner statistics", exc_info=True)
 
 
 class Deliveries:

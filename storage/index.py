@@ -73,8 +73,10 @@ PLACEMENT_COLUMNS = ("days_from_baseline", "timepoint_index", "label", "label_so
 
 
 def set_placements(session: Session, placements: dict[int, dict[str, Any]]) -> None:
-    """Store each timepoint's place on its clock (timepoint id -> PLACEMENT_COLUMNS), where it changed."""
+    """Store each timepoint's place on its clock (timepoint id -> PLACEMENT_COLUMNS), where it changed, and
+    in the copies its series carry."""
     rows = session.exec(select(Timepoint).where(Timepoint.id.in_(list(placements)))).all()  # type: ignore[union-attr]
+    moved = []
     for timepoint in rows:
         assert timepoint.id is not None
         wanted = placements[timepoint.id]
@@ -82,21 +84,60 @@ def set_placements(session: Session, placements: dict[int, dict[str, Any]]) -> N
             for column in PLACEMENT_COLUMNS:
                 setattr(timepoint, column, wanted[column])
             session.add(timepoint)
+            moved.append(timepoint)
     session.flush()
+    _copy_placements(session, moved)
 
 
 def set_label(session: Session, timepoint: Timepoint, label: str | None, source: str | None) -> None:
     timepoint.label, timepoint.label_source = label, source
     session.add(timepoint)
     session.flush()
+    _copy_placements(session, [timepoint])
+
+
+def _series_copies(timepoint: Timepoint) -> dict[str, Any]:
+    """The columns a series copies from its timepoint (see `Series`)."""
+    return {
+        "subject_id": timepoint.subject_id,
+        "study_date": timepoint.study_date,
+        "days_from_baseline": timepoint.days_from_baseline,
+        "timepoint_index": timepoint.timepoint_index,
+        "timepoint_label": timepoint.label,
+    }
+
+
+def _copy_placements(session: Session, timepoints: list[Timepoint]) -> None:
+    """Bring the copies in the series of `timepoints` in step with them (one executemany)."""
+    if not timepoints:
+        return
+    table = Series.__table__  # type: ignore[attr-defined]
+    statement = (
+        update(table)
+        .where(table.c.timepoint_id == bindparam("timepoint"))
+        .values(
+            days_from_baseline=bindparam("days"),
+            timepoint_index=bindparam("index"),
+            timepoint_label=bindparam("label"),
+        )
+    )
+    session.execute(
+        statement,
+        [
+            {"timepoint": t.id, "days": t.days_from_baseline, "index": t.timepoint_index, "label": t.label}
+            for t in timepoints
+        ],
+    )
 
 
 def ensure_series(session: Session, *, project_id: int, timepoint: Timepoint, values: dict[str, Any]) -> Series:
-    """The series of `values["series_uid"]`, created with `values` (its columns) if new, and then counted in
-    its timepoint (series and modalities)."""
+    """The series of `values["series_uid"]`, created with `values` (its columns, and the copies of its
+    timepoint's) if new, and then counted in its timepoint (series and modalities)."""
     key = {"project_id": project_id, "series_uid": values["series_uid"]}
     others = {column: value for column, value in values.items() if column != "series_uid"}
-    series, created = _ensure(session, Series, key, {"timepoint_id": timepoint.id, **others})
+    series, created = _ensure(
+        session, Series, key, {"timepoint_id": timepoint.id, **_series_copies(timepoint), **others}
+    )
     if created:
         modalities = set(filter(None, timepoint.modalities.split(","))) | {values.get("modality") or ""}
         session.execute(

@@ -29,6 +29,7 @@ def import_command(
     """Import DICOM files from folders: de-identify, store and index them."""
     from bridge.ingest.importer import discover, import_files
     from bridge.wiring import Runtime
+    from storage import statistics
 
     settings = load(config)
     settings.project(project)
@@ -48,6 +49,7 @@ def import_command(
                 open_services=functools.partial(Runtime.open, settings),
                 progress=lambda _result: bar.advance(task),
             )
+        statistics.refresh(runtime.database.research_engine)  # a big import would otherwise be planned blind
     _print_summary(summary, as_json)
     if summary.failed:
         raise typer.Exit(1)

@@ -4,7 +4,7 @@ The CLI's options, the API's query parameters and a saved cohort's JSON are this
 matches when it and its timepoint pass every filter given; a timepoint matches when one of its series does;
 a subject is in the cohort when its matching timepoints meet the counted conditions (`min_timepoints`, and
 `min_followups` with a matching baseline). Later filters (e.g. "has an approved segmentation with label X")
-are a field here and a clause in `bridge.cohorts.sql.SERIES_CONDITIONS`.
+are a field here and a clause in `bridge.cohorts.query.SERIES_CONDITIONS`.
 """
 
 from __future__ import annotations

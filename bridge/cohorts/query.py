@@ -1,18 +1,29 @@
-"""The query model run as SQL: one statement per page, in the database, the same rows on SQLite and PostgreSQL.
+"""The query model run as SQL: one statement per page, in the database, the same rows on SQLite and PostgreSQL;
+nothing is filtered in Python.
 
-`matching` is the set of series (with their timepoint and subject) that pass the filters; the subjects that
-meet the counted conditions are grouped from it; a page of subjects, timepoints or series is then selected
-from those, with the total in the same statement (`count(*) OVER ()`). Nothing is filtered in Python.
+`matching` is the set of series that pass the filters (a series carries its timepoint's subject, date and
+place on the clock, so this needs no join); the subjects that meet the counted conditions are grouped from
+it. A page's statement has two parts:
+
+- the tally (a CTE): per subject, how many rows it has at the page's level (none unless it meets the counted
+  conditions), read from the series' cohort indexes alone. Their sum is the total; and when the rows are
+  ordered by subject first (the default), the running sum over the first `offset + limit` subjects says
+  which subjects hold the page, and how many rows come before them;
+- the page itself: the rows of those few subjects, sorted, so that a deep offset costs no more than the
+  first page. Ordered otherwise, it is the whole cohort, sorted, then the window of `offset` and `limit`.
+
+A page past the end has no row to carry the total: a second, smaller statement counts it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import CTE, ColumnElement, Select, and_, case, distinct, func, select
+from sqlalchemy import CTE, ColumnElement, ScalarSelect, Select, and_, case, distinct, func, literal, select
 from sqlalchemy.sql.elements import KeyedColumnElement
 from sqlmodel import Session
 
@@ -108,15 +119,18 @@ def _between(column: KeyedColumnElement[Any], low: Any, high: Any) -> Iterable[C
         yield column <= high
 
 
+def _project_id(f: CohortFilters) -> ScalarSelect[Any]:
+    return select(PROJECT.c.id).where(PROJECT.c.name == f.project).scalar_subquery()
+
+
 def timepoint_conditions(f: CohortFilters) -> Iterable[ColumnElement[bool]]:
-    if f.subject:
-        yield P.subject_code.in_(f.subject)
+    """On the series' copies of their timepoint's columns (the subject filter is `_passing`'s)."""
     if f.label:
-        yield T.label.in_(f.label)
+        yield S.timepoint_label.in_(f.label)
     if f.timepoint_index:
-        yield T.timepoint_index.in_(f.timepoint_index)
-    yield from _between(T.days_from_baseline, f.days_min, f.days_max)
-    yield from _between(T.study_date, f.date_from, f.date_to)
+        yield S.timepoint_index.in_(f.timepoint_index)
+    yield from _between(S.days_from_baseline, f.days_min, f.days_max)
+    yield from _between(S.study_date, f.date_from, f.date_to)
 
 
 def series_conditions(f: CohortFilters) -> Iterable[ColumnElement[bool]]:
@@ -151,43 +165,66 @@ SERIES_CONDITIONS: list[Callable[[CohortFilters], Iterable[ColumnElement[bool]]]
 ]
 
 
-def matching(f: CohortFilters) -> CTE:
-    """The series that pass the filters, with their timepoint and subject."""
-    statement = (
-        select(
-            S.id.label("series_id"),
-            S.timepoint_id,
-            T.subject_id,
-            T.timepoint_index,
-            T.days_from_baseline,
-            S.instance_count,
-        )
-        .join(TIMEPOINT, T.id == S.timepoint_id)
-        .join(SUBJECT, P.id == T.subject_id)
-        .where(S.project_id == select(PROJECT.c.id).where(PROJECT.c.name == f.project).scalar_subquery())
-    )
+@dataclass(frozen=True)
+class Window:
+    """The subjects (codes, inclusive) whose rows hold a page, when rows are ordered by subject first: values,
+    or the tally's columns in the page's own statement."""
+
+    first: Any
+    last: Any
+
+
+def _passing(f: CohortFilters, window: Window | None = None) -> list[ColumnElement[bool]]:
+    """What a series passes to match: it is the project's (of the subjects named by the filter, and in
+    `window`, when given) and it passes every filter."""
+    named = [P.subject_code.in_(f.subject)] if f.subject else []
+    if window is not None:
+        named.append(P.subject_code.between(window.first, window.last))
+    conditions = [_of_subjects(f, *named) if named else S.project_id == _project_id(f)]
     for build in SERIES_CONDITIONS:
-        statement = statement.where(*build(f))
-    return statement.cte("matching")
+        conditions.extend(build(f))
+    return conditions
+
+
+def _of_subjects(f: CohortFilters, *named: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The series of the project's subjects that are `named`, found through their timepoints (timepoints are
+    indexed by subject, series by timepoint). The project is then no term on the series: SQLite without
+    statistics takes any equality for a narrow one, and would read every series of the project by it. (Series
+    have no index by subject: SQLite would read them all in that order to group them by subject.)"""
+    subjects = select(P.id).where(P.project_id == _project_id(f), *named)
+    of_subjects: ColumnElement[bool] = S.timepoint_id.in_(select(T.id).where(T.subject_id.in_(subjects)))
+    return of_subjects
+
+
+def matching(f: CohortFilters, window: Window | None = None) -> CTE:
+    """The series that pass the filters (of the subjects in `window` only, when given)."""
+    columns = (S.timepoint_id, S.subject_id, S.timepoint_index, S.days_from_baseline, S.instance_count)
+    return select(S.id.label("series_id"), *columns).where(*_passing(f, window)).cte("matching")
+
+
+def counted_conditions(f: CohortFilters, series: Any) -> list[ColumnElement[bool]]:
+    """The counted conditions, as the HAVING of `series` (columns of matching series) grouped by subject."""
+    conditions: list[ColumnElement[bool]] = []
+    if f.min_timepoints is not None:
+        conditions.append(func.count(distinct(series.timepoint_id)) >= f.min_timepoints)
+    if f.min_followups is not None:
+        baseline = func.sum(case((series.timepoint_index == 0, 1), else_=0))
+        followups = func.count(distinct(case((series.timepoint_index > 0, series.timepoint_id))))
+        conditions += [baseline > 0, followups >= f.min_followups]
+    return conditions
 
 
 def qualifying(f: CohortFilters, found: CTE) -> CTE | None:
     """The subjects whose matching timepoints meet the counted conditions (None: no condition)."""
-    conditions: list[ColumnElement[bool]] = []
-    if f.min_timepoints is not None:
-        conditions.append(func.count(distinct(found.c.timepoint_id)) >= f.min_timepoints)
-    if f.min_followups is not None:
-        baseline = func.sum(case((found.c.timepoint_index == 0, 1), else_=0))
-        followups = func.count(distinct(case((found.c.timepoint_index > 0, found.c.timepoint_id))))
-        conditions += [baseline > 0, followups >= f.min_followups]
+    conditions = counted_conditions(f, found.c)
     if not conditions:
         return None
     return select(found.c.subject_id).group_by(found.c.subject_id).having(and_(*conditions)).cte("qualifying")
 
 
-def _in_cohort(f: CohortFilters) -> CTE:
-    """The matching series of the subjects in the cohort."""
-    found = matching(f)
+def _in_cohort(f: CohortFilters, window: Window | None = None) -> CTE:
+    """The matching series of the subjects in the cohort (in `window`, when given)."""
+    found = matching(f, window)
     subjects = qualifying(f, found)
     statement = select(found)
     if subjects is not None:
@@ -267,41 +304,91 @@ def _statement(level: Level, cohort: CTE) -> tuple[Select[*tuple[Any, ...]], dic
     return statement, {c.name: c for c in columns}, ["subject"]
 
 
-def _order(sort: str | None, sortable: dict[str, ColumnElement[Any]], default: list[str]) -> list[ColumnElement[Any]]:
-    """`a,-b`: ascending a then descending b; the default order breaks ties, so pages never overlap."""
+def _sort_keys(sort: str | None, level: Level) -> list[str]:
+    """The keys of `a,-b` (ascending a, then descending b), each a column of the level's rows."""
     keys = [key.strip() for key in (sort or "").split(",") if key.strip()]
-    order: list[ColumnElement[Any]] = []
+    sortable = ROW_MODELS[level].model_fields
     for key in keys:
-        name = key.lstrip("-+")
-        if name not in sortable:
-            raise QueryError(f"cannot sort by {name!r}; sortable: {', '.join(sortable)}")
-        column = sortable[name]
-        order.append(column.desc().nulls_last() if key.startswith("-") else column.asc().nulls_first())
-    order += [sortable[name].asc().nulls_first() for name in default]
-    return order
+        if key.lstrip("-+") not in sortable:
+            raise QueryError(f"cannot sort by {key.lstrip('-+')!r}; sortable: {', '.join(sortable)}")
+    return keys
+
+
+def _order(keys: list[str], sortable: dict[str, ColumnElement[Any]], default: list[str]) -> list[ColumnElement[Any]]:
+    """The sort keys, then the default order to break ties, so that pages never overlap."""
+    order = [
+        sortable[key.lstrip("-+")].desc().nulls_last()
+        if key.startswith("-")
+        else sortable[key.lstrip("+")].asc().nulls_first()
+        for key in keys
+    ]
+    return order + [sortable[name].asc().nulls_first() for name in default]
+
+
+def _by_subject(keys: list[str]) -> bool:
+    """Whether rows are ordered by subject (ascending) first: then a page is a window of subjects."""
+    return not keys or keys[0].lstrip("+") == "subject"
+
+
+def tally(f: CohortFilters, page: Page, by_subject: bool) -> Select[Any]:
+    """Per subject of the cohort, its rows at the page's level; their total and, ordered by subject, the page's
+    window of subjects (first, last) and the rows before it."""
+    # on the series table itself, not on `matching`: SQLite would copy every matching series out first
+    rows = {
+        Level.SUBJECT: literal(1),
+        Level.TIMEPOINT: func.count(distinct(S.timepoint_id)),
+        Level.SERIES: func.count(),
+    }[page.level]
+    per = select(S.subject_id, rows.label("n")).where(*_passing(f)).group_by(S.subject_id)
+    if conditions := counted_conditions(f, S):
+        per = per.having(and_(*conditions))
+    subjects = per.cte("per_subject")
+    total = select(func.coalesce(func.sum(subjects.c.n), 0)).scalar_subquery().label("total")
+    if not by_subject:
+        return select(total)
+    # the page lies in the first offset + limit subjects (each has a row at least)
+    head = (
+        select(P.subject_code, subjects.c.n)
+        .join(SUBJECT, P.id == subjects.c.subject_id)
+        .order_by(P.subject_code)
+        .limit(page.offset + page.limit)
+        .subquery("head")
+    )
+    upto = func.sum(head.c.n).over(order_by=head.c.subject_code)  # rows up to and including the subject's
+    ranked = select(head.c.subject_code, head.c.n, upto.label("upto")).subquery("ranked")
+    reaches = ranked.c.upto > page.offset  # the subject's last row is at the offset or after
+    starts = ranked.c.upto - ranked.c.n  # the subject's first row
+    return select(
+        total,
+        func.min(case((reaches, ranked.c.subject_code))).label("first"),
+        func.max(case((starts < page.offset + page.limit, ranked.c.subject_code))).label("last"),
+        func.min(case((reaches, starts))).label("before"),
+    )
 
 
 def run(session: Session, filters: CohortFilters, page: Page = FIRST_PAGE) -> Result:
     """One page of the cohort at `page.level`, with the total number of rows."""
-    statement, sortable, default = _statement(page.level, _in_cohort(filters))
-    statement = statement.add_columns(func.count().over().label("total"))
-    statement = statement.order_by(*_order(page.sort, sortable, default)).limit(page.limit).offset(page.offset)
-    rows = session.execute(statement).mappings().all()
-    total = int(rows[0]["total"]) if rows else _count(session, filters, page) if page.offset else 0
+    keys = _sort_keys(page.sort, page.level)
+    by_subject = _by_subject(keys)
+    counted = tally(filters, page, by_subject).cte("tally")
+    total = select(counted.c.total).scalar_subquery()
+    offset: Any = page.offset
+    window = None
+    if by_subject:
+        window = Window(select(counted.c.first).scalar_subquery(), select(counted.c.last).scalar_subquery())
+        offset = page.offset - select(func.coalesce(counted.c.before, 0)).scalar_subquery()
+    statement, sortable, default = _statement(page.level, _in_cohort(filters, window))
+    statement = statement.add_columns(total.label("total")).order_by(*_order(keys, sortable, default))
+    rows = session.execute(statement.limit(page.limit).offset(offset)).mappings().all()
+    found = int(rows[0]["total"]) if rows else int(session.execute(select(total)).scalar_one())
     model = ROW_MODELS[page.level]
     return Result(
         level=page.level,
-        total=total,
+        total=found,
         offset=page.offset,
         limit=page.limit,
         rows=[model.model_validate(dict(row)) for row in rows],  # type: ignore[misc]
     )
-
-
-def _count(session: Session, filters: CohortFilters, page: Page) -> int:
-    """The total alone, for a page past the end (which has no row to carry it)."""
-    statement, _, _ = _statement(page.level, _in_cohort(filters))
-    return int(session.execute(select(func.count()).select_from(statement.subquery())).scalar_one())
 
 
 def each_series(session: Session, filters: CohortFilters, batch: int = 1000) -> Iterable[SeriesRow]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import os
 import subprocess
 import sys
@@ -93,6 +94,9 @@ def test_import_prints_a_human_summary(tmp_path: Path, corpus: tuple[Path, list]
     assert result.returncode == 0, result.stderr
     assert "stored 8" in result.stdout and "quarantined 1" in result.stdout
     assert "truncated" in result.stdout
+    with sqlite3.connect(tmp_path / "b.db") as connection:  # the import left statistics for the planner
+        analyzed = {table for (table,) in connection.execute("SELECT tbl FROM sqlite_stat1")}
+    assert {"subject", "timepoint", "series", "instance"} <= analyzed
 
 
 def test_unknown_project_and_missing_path_are_clear_errors(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """cohort_speed: indexes (and any denormalised columns) the cohort query needs at full scale
 
-Placeholder created by the annotations work so that its revision (0006_annotations) can follow this one:
-the cohort-speed work fills in upgrade() and downgrade().
+Kept empty: databases have run it as an empty placeholder that 0006_annotations follows, so the cohort
+indexes and the series' copies came as 0007_series_copies.
 
 Revision ID: 0005_cohort_speed
 Revises: 0004_dicomweb
