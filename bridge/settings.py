@@ -47,6 +47,7 @@ class StorageSettings(Section):
     quarantine_dir: Path = Path("var/quarantine")
     spool_dir: Path = Path("var/spool")
     annotations_dir: Path = Path("var/annotations")  # annotation masks, one file per version (de-identified)
+    exports_dir: Path = Path("var/exports")  # exports started from the web console: PROJECT/NAME/ (de-identified)
 
 
 class SecuritySettings(Section):

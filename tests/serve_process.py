@@ -33,6 +33,7 @@ store_dir = "{folder / "store"}"
 quarantine_dir = "{folder / "quarantine"}"
 spool_dir = "{folder / "spool"}"
 annotations_dir = "{folder / "annotations"}"
+exports_dir = "{folder / "exports"}"
 [security]
 secret_file = "{folder / "secret.key"}"
 """

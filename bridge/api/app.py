@@ -19,6 +19,7 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.api import admin_routes, annotation_routes, cohort_routes, index_routes, viewer
+from bridge.console import routes as console_routes
 from bridge.dicomweb import routes as dicomweb_routes
 from bridge.settings import Settings
 from storage.db import Database
@@ -49,6 +50,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         app.include_router(module.router)
     dicomweb_routes.include(app)
     app.include_router(viewer.router)
+    console_routes.include(app)  # `/`: the web console's pages
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.middleware("http")(_security_headers)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)

@@ -25,7 +25,7 @@ def database(request: Request) -> Database:
     return request.app.state.database  # type: ignore[no-any-return]
 
 
-def _deny(request: Request, status: int, who: str, why: str) -> HTTPException:
+def deny(request: Request, status: int, who: str, why: str) -> HTTPException:
     route = getattr(request.scope.get("route"), "path", "?")
     with database(request).unit_of_work() as work:
         audit.record_event(
@@ -45,11 +45,11 @@ def principal(request: Request) -> Principal:
     elif scheme.lower() != "bearer":
         token = ""
     if not token:
-        raise _deny(request, 401, "anonymous", "a bearer token (or basic: token name and token) is required")
+        raise deny(request, 401, "anonymous", "a bearer token (or basic: token name and token) is required")
     with database(request).reading() as session:
         found = authenticate(session, token)
     if found is None or (name is not None and name != found.name):
-        raise _deny(request, 401, "anonymous", "unknown or revoked token")
+        raise deny(request, 401, "anonymous", "unknown or revoked token")
     return found
 
 
@@ -64,15 +64,21 @@ def _basic(credentials: str) -> tuple[str, str]:
 Caller = Annotated[Principal, Depends(principal)]
 
 
+def require(request: Request, caller: Principal, permission: Permission) -> Principal:
+    """`caller`, if it holds `permission` (on the route's `project`, when it has one); the API's and the
+    console's one check."""
+    project = request.path_params.get("project")
+    if not caller.may(permission, project):
+        what = f"project {project!r}" if project and caller.may(permission) else f"{permission.value} rights"
+        raise deny(request, 403, caller.name, f"this token has no {what}")
+    return caller
+
+
 def allowed(permission: Permission) -> Callable[..., Principal]:
     """A dependency: the caller, if it holds `permission` (on the route's `project`, when it has one)."""
 
     def check(request: Request, caller: Caller) -> Principal:
-        project = request.path_params.get("project")
-        if not caller.may(permission, project):
-            what = f"project {project!r}" if project and caller.may(permission) else f"{permission.value} rights"
-            raise _deny(request, 403, caller.name, f"this token has no {what}")
-        return caller
+        return require(request, caller, permission)
 
     return check
 

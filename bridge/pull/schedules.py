@@ -103,7 +103,7 @@ class ScheduleStatus:
 def statuses(settings: Settings, database: Database) -> list[ScheduleStatus]:
     """Each configured schedule with its last result and next run (for `status`)."""
     now = utcnow()
-    with database.session() as session:
+    with database.reading() as session:
         states = {state.name: state for state in session.query(ScheduleState).all()}
     result = []
     for schedule in settings.schedules:
