@@ -113,7 +113,8 @@ def cohort_builder(project: str, request: Request, who: Reader) -> Response:
 
     def link(**changes: Any) -> str:
         """This page with `changes` to its query (sorting, paging, level)."""
-        wanted = {**query, "level": page.level.value, "sort": page.sort or "", "offset": page.offset, **changes}
+        wanted = {**query, "level": page.level.value, "sort": page.sort or "", "offset": page.offset}
+        wanted |= {"limit": page.limit if page.limit != PAGE_SIZE else "", **changes}
         return f"/projects/{project}/cohort?" + urlencode({k: v for k, v in wanted.items() if v not in ("", None)})
 
     return render(

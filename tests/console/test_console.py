@@ -45,7 +45,7 @@ class Console:
     base: str
     tokens: dict[str, str]
     identifiers: set[str]
-    pages: list[tuple[str, bytes]] = field(default_factory=list)  # (url, HTML) of every console page seen
+    pages: list[tuple[str, bytes]] = field(default_factory=list)  # (url, body) of every answer a browser got
 
     def api(self, method: str, path: str, user: str, **kw: object) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens[user]}"}
@@ -78,8 +78,12 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     port = free_port()
     hospital = (  # a PACS that does not answer: the schedule's run fails, and the overview says so
         f'[[remotes]]\nname = "hospital"\ndicomweb_url = "http://127.0.0.1:{free_port()}/dicom-web"\n'
-        'timeout = 2\nretries = 1\n'
+        "timeout = 2\nretries = 1\n"
         '[[schedules]]\nname = "nightly"\nremote = "hospital"\nproject = "lung"\nevery = "24h"\n'
+        # approved SEGs go to the research store, and to that PACS: failed at the first try, retried by hand
+        '[[projects.lung.seg_destinations]]\nremote = "research"\n'
+        '[[projects.lung.seg_destinations]]\nremote = "hospital"\nprotocol = "stow-rs"\n'
+        "[deliveries]\nmax_attempts = 1\n"
     )
     config = write_serve_config(folder, f"sqlite:///{folder / 'bridge.db'}", port, extra=VISITS + hospital)
     http = int(next(line for line in config.read_text().splitlines() if line.startswith("port =")).split("=")[1])
@@ -121,7 +125,7 @@ def context(browser: Browser, console: Console) -> Iterator[BrowserContext]:
     opened = browser.new_context(viewport={"width": 1300, "height": 900})
 
     def keep(response: Response) -> None:
-        if response.url.startswith(console.base) and "text/html" in response.headers.get("content-type", ""):
+        if response.url.startswith(console.base) and response.status != 303:
             console.pages.append((response.url, response.body()))
 
     opened.on("response", keep)
@@ -247,6 +251,12 @@ def test_a_data_manager_builds_saves_snapshots_and_exports_the_cohort(
     shot(page, "cohort-builder")
     assert unlabelled_fields(page) == []
 
+    first = page.url
+    page.goto(console.base + "/projects/lung/cohort?level=series&limit=5")  # paging: 16 series by 5
+    expect(page.locator("#results tbody tr")).to_have_count(5)
+    page.get_by_role("link", name="Next page").click()
+    expect(page.locator(".pager")).to_contain_text("rows 6–10 of 16")
+    page.goto(first)
     page.get_by_label("Save these filters as").fill("baseline-2fu")
     page.get_by_role("button", name="Save cohort").click()
     expect(page.get_by_role("status").first).to_contain_text("Cohort saved")
@@ -325,13 +335,17 @@ def test_a_reviewer_approves_from_the_keyboard_and_the_delivery_appears(
     assert decided["state"] == "approved" and decided["decisions"][-1]["comment"] == "margins fine"
 
     deadline = time.monotonic() + 60
-    while True:  # the outbox worker builds and stores the SEG; the page shows it delivered
+    while True:  # the outbox worker builds and stores the SEG; the page shows where it went
         page.goto(console.base + "/quarantine")
-        state = page.locator("#delivery-list tbody tr[data-delivery] td.state-delivered")
-        if state.count() or time.monotonic() > deadline:
+        research = page.locator("#delivery-list tbody tr", has_text="research").locator("td.state-delivered")
+        pacs = page.locator("#delivery-list tbody tr", has_text="hospital").locator("td.state-failed")
+        if research.count() and pacs.count() or time.monotonic() > deadline:
             break
         page.wait_for_timeout(1000)
-    expect(state.first).to_have_text("delivered")
+    expect(research).to_have_text("delivered")
+    expect(pacs).to_have_text("failed")
+    expect(page.locator("#delivery-list tbody tr", has_text="hospital")).to_contain_text("Connection")
+    assert page.get_by_role("button", name="Retry").count() == 0  # retrying is a data manager's
     expect(page.locator("table#lung")).to_contain_text("missing-attribute")  # the cut file: reason class
     shot(page, "quarantine-deliveries")
 
@@ -387,8 +401,34 @@ def test_an_annotator_sees_open_tasks_and_rejections_with_comments(console: Cons
     shot(page, "annotator-queue")
 
 
+def test_a_data_manager_retries_a_failed_delivery_and_an_admin_sees_the_quarantined_items(
+    console: Console, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    sign_in(page, console, "manager", "/quarantine")
+    assert page.locator("#quarantine-items").count() == 0  # the items are an admin's
+    failed = page.locator("#delivery-list tbody tr", has_text="hospital")
+    delivery = str(failed.get_attribute("data-delivery"))
+    failed.get_by_role("button", name="Retry").click()
+    expect(page.get_by_role("status").first).to_contain_text("Delivery queued again")
+    events = console.api("GET", "/api/v1/audit?action=delivery.requeued", "boss").json()
+    assert [(e["actor"], e["object"]) for e in events] == [("console:manager", f"delivery {delivery}")]
+
+    admin = context.browser.new_context()  # type: ignore[union-attr]
+    try:
+        other = admin.new_page()
+        sign_in(other, console, "boss", "/quarantine")
+        expect(other.locator("#quarantine-items tbody tr")).to_have_count(1)
+        expect(other.locator("#quarantine-items")).to_contain_text("missing SOPClassUID")  # the reason itself
+        shot(other, "quarantine-admin")
+    finally:
+        admin.close()
+    looked = console.api("GET", "/api/v1/audit?action=quarantine.view", "boss").json()
+    assert [e["actor"] for e in looked] == ["console:boss"]
+
+
 def test_no_identifier_in_any_page(console: Console) -> None:
-    """Runs last in this module: every HTML page the browsers were sent."""
+    """Runs last in this module: every page (and every other answer) the browsers were sent."""
     assert len(console.pages) > 10
     leaked = {(url, token) for url, body in console.pages for token in console.identifiers if token.encode() in body}
     assert not leaked, sorted(leaked)[:5]
