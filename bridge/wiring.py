@@ -83,12 +83,7 @@ class Runtime:
         if self._annotations is None:
             from bridge.annotations.service import AnnotationService
 
-            self._annotations = AnnotationService(
-                database=self.database,
-                store_root=self.settings.storage.store_dir,
-                masks_root=self.settings.storage.annotations_dir,
-                projects=self.settings.projects,
-            )
+            self._annotations = AnnotationService.of(self.settings, self.database)
         return self._annotations
 
     def _annotate_seg(self, dataset: Dataset, project: str, source: str) -> None:

@@ -24,7 +24,7 @@ from bridge.annotations.records import AnnotationView, load_annotation, versions
 from bridge.annotations.segments import Segment, coded, from_json, to_json
 from bridge.annotations.sources import SeriesRecord, find_series, geometry_of, instance_paths, subject_series
 from bridge.errors import AnnotationError, Forbidden
-from bridge.settings import ProjectSettings
+from bridge.settings import ProjectSettings, Settings
 from storage.audit import record_event
 from storage.db import Database
 from storage.models.annotations import Annotation, AnnotationVersion
@@ -65,6 +65,16 @@ class AnnotationService:
         self.store_root = store_root
         self.masks_root = masks_root
         self.projects = projects
+
+    @classmethod
+    def of(cls, settings: Settings, database: Database) -> AnnotationService:
+        """The service as the settings configure it (the CLI, the API and serve's ingest each make one)."""
+        return cls(
+            database=database,
+            store_root=settings.storage.store_dir,
+            masks_root=settings.storage.annotations_dir,
+            projects=settings.projects,
+        )
 
     def settings_of(self, project: str) -> ProjectSettings:
         try:

@@ -42,20 +42,15 @@ def service(request: Request) -> AnnotationService:
     """One annotation service per application (made on first use)."""
     state = request.app.state
     if getattr(state, "annotations", None) is None:
-        settings: Settings = state.settings
-        state.annotations = AnnotationService(
-            database=state.database,
-            store_root=settings.storage.store_dir,
-            masks_root=settings.storage.annotations_dir,
-            projects=settings.projects,
-        )
+        state.annotations = AnnotationService.of(state.settings, state.database)
     return state.annotations  # type: ignore[no-any-return]
 
 
 Service = Annotated[AnnotationService, Depends(service)]
 
 
-def _answer(action: Callable[[], T]) -> T:
+def answer(action: Callable[[], T]) -> T:
+    """`action`'s result, its domain errors as HTTP errors (404, 403, 422); the console's pages too."""
     try:
         return action()
     except NotFound as error:
@@ -89,7 +84,7 @@ def list_annotations(
 
 @router.get("/annotations/{annotation_id}")
 def annotation(annotation_id: int, caller: Reader, annotations: Service) -> AnnotationView:
-    view = _answer(lambda: annotations.get(annotation_id))
+    view = answer(lambda: annotations.get(annotation_id))
     _visible(caller, view.project)
     return view
 
@@ -116,7 +111,7 @@ async def upload_mask(
             async for chunk in request.stream():
                 out.write(chunk)
         return await run_in_threadpool(
-            _answer,
+            answer,
             lambda: annotations.import_mask(
                 series_uid=series_uid,
                 path=path,
@@ -142,7 +137,7 @@ def review_annotation(annotation_id: int, body: ReviewIn, caller: Reviewer, requ
 
     settings: Settings = request.app.state.settings
     db: Database = request.app.state.database
-    return _answer(
+    return answer(
         lambda: review(
             db,
             dict(settings.projects),
@@ -166,7 +161,7 @@ def consensus(
     """Combine the series' annotations (STAPLE or majority vote) and approve the result as final."""
     from bridge.annotations.consensus import combine
 
-    return _answer(
+    return answer(
         lambda: combine(
             annotations,
             series_uid=series_uid,
@@ -183,7 +178,7 @@ def agreement(
     project: str, caller: Reader, annotations: Service, task: int | None = None
 ) -> list[quality.AgreementRow]:
     """Dice and HD95 (mm) per label and pair of annotators, over the series both annotated."""
-    return _answer(lambda: quality.agreement(annotations, project=project, task_id=task))
+    return answer(lambda: quality.agreement(annotations, project=project, task_id=task))
 
 
 @router.get("/projects/{project}/agreement/annotators")
@@ -191,7 +186,7 @@ def annotator_quality(
     project: str, caller: Reader, annotations: Service, task: int | None = None
 ) -> list[quality.AnnotatorRow]:
     """Per annotator: share approved at first review, revisions, mean Dice with the final version."""
-    return _answer(lambda: quality.annotators(annotations, project=project, task_id=task))
+    return answer(lambda: quality.annotators(annotations, project=project, task_id=task))
 
 
 class TasksIn(BaseModel):
@@ -204,7 +199,7 @@ class TasksIn(BaseModel):
 @router.post("/projects/{project}/tasks", status_code=201)
 def new_tasks(project: str, body: TasksIn, caller: Curator, db: Db) -> list[TaskView]:
     """One task per subject of the saved cohort, assigned round-robin."""
-    return _answer(
+    return answer(
         lambda: create_tasks(
             db,
             cohort=body.cohort,
@@ -225,7 +220,7 @@ def tasks(project: str, caller: Reader, db: Db, annotator: str | None = None) ->
 @router.get("/tasks/{task_id}")
 def task(task_id: int, caller: Reader, db: Db) -> TaskView:
     with db.reading() as session:
-        view = _answer(lambda: task_view(session, task_id))
+        view = answer(lambda: task_view(session, task_id))
     _visible(caller, view.project)
     return view
 
@@ -251,4 +246,4 @@ def retry_delivery(delivery_id: int, caller: Caller, db: Db) -> DeliveryView:
 
     if not caller.may(Permission.CURATE):
         raise HTTPException(403, "this token has no curate rights")
-    return delivery_view(_answer(lambda: outbox.retry(db, delivery_id, actor=f"api:{caller.name}")))
+    return delivery_view(answer(lambda: outbox.retry(db, delivery_id, actor=f"api:{caller.name}")))

@@ -39,12 +39,7 @@ def _service(config: Path | None) -> tuple[AnnotationService, Database]:
 
     settings = load(config)
     database = open_database(settings)
-    service = AnnotationService(
-        database=database,
-        store_root=settings.storage.store_dir,
-        masks_root=settings.storage.annotations_dir,
-        projects=settings.projects,
-    )
+    service = AnnotationService.of(settings, database)
     return service, database
 
 

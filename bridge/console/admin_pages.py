@@ -11,11 +11,11 @@ from bridge.access.roles import Permission
 from bridge.access.users import Principal
 from bridge.annotations.records import DeliveryView, delivery_view
 from bridge.api.admin_routes import quarantine
+from bridge.api.annotation_routes import answer
 from bridge.api.auth import database
 from bridge.console.pages import back_to, render
 from bridge.console.session import Csrf, Curator, Visitor
 from bridge.delivery import outbox
-from bridge.errors import AnnotationError, NotFound
 from storage import audit
 from storage.db import Database
 from storage.models.annotations import Delivery
@@ -87,10 +87,5 @@ def retry(delivery_id: int, request: Request, who: Curator) -> Response:
         project = session.get(Project, row.project_id) if row is not None else None
     if project is None or not who.may(Permission.CURATE, project.name):
         raise HTTPException(404, f"no delivery {delivery_id} in a project of this token")
-    try:
-        outbox.retry(database(request), delivery_id, actor=f"console:{who.name}")
-    except NotFound as error:
-        raise HTTPException(404, str(error)) from None
-    except AnnotationError as error:
-        raise HTTPException(422, str(error)) from None
+    answer(lambda: outbox.retry(database(request), delivery_id, actor=f"console:{who.name}"))
     return back_to("/quarantine", "retried")

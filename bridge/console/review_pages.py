@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, HTTPException, Request, Response
+from fastapi import APIRouter, Form, Request, Response
 
 from bridge.access.roles import Permission
 from bridge.annotations import quality
@@ -20,11 +20,10 @@ from bridge.annotations.listing import listing
 from bridge.annotations.review import review
 from bridge.annotations.service import IN_REVIEW, REJECTED
 from bridge.annotations.tasks import list_tasks
-from bridge.api.annotation_routes import service
+from bridge.api.annotation_routes import answer, service
 from bridge.api.auth import database
 from bridge.console.pages import back_to, render
 from bridge.console.session import Csrf, Reader, Reviewer, Visitor
-from bridge.errors import AnnotationError, Forbidden, NotFound
 
 router = APIRouter(include_in_schema=False)
 
@@ -62,8 +61,8 @@ def decide(
     decision: Annotated[Literal["approve", "reject"], Form()],
     comment: Annotated[str, Form(max_length=2048)] = "",
 ) -> Response:
-    try:
-        review(
+    answer(
+        lambda: review(
             database(request),
             dict(request.app.state.settings.projects),
             annotation_id=annotation_id,
@@ -71,12 +70,7 @@ def decide(
             reviewer=who,
             comment=comment,
         )
-    except NotFound as error:
-        raise HTTPException(404, str(error)) from None
-    except Forbidden as error:
-        raise HTTPException(403, str(error)) from None
-    except AnnotationError as error:
-        raise HTTPException(422, str(error)) from None
+    )
     return back_to("/review", "approved" if decision == "approve" else "rejected")
 
 
@@ -88,11 +82,8 @@ def heat(dice: float | None) -> str:
 @router.get("/projects/{project}/agreement")
 def agreement(project: str, request: Request, who: Reader) -> Response:
     annotations = service(request)
-    try:
-        rows = quality.agreement(annotations, project=project)
-        annotators = quality.annotators(annotations, project=project)
-    except NotFound as error:
-        raise HTTPException(404, str(error)) from None
+    rows = answer(lambda: quality.agreement(annotations, project=project))
+    annotators = answer(lambda: quality.annotators(annotations, project=project))
     matrices: dict[str, dict[tuple[str, str], quality.AgreementRow]] = defaultdict(dict)
     names: dict[str, set[str]] = defaultdict(set)
     for row in rows:
