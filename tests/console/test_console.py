@@ -204,6 +204,9 @@ def test_sign_in_is_required_and_a_wrong_token_is_refused(console: Console, cont
     expect(page.get_by_role("alert")).to_contain_text("unknown or revoked")
     cookie = next(c for c in context.cookies() if c["name"] == "pacs_bridge_sign_in")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    without_csrf = context.request.post(console.base + "/signin", form={"token": console.tokens["manager"]})
+    assert without_csrf.status == 403  # a sign-in form from another site
+    assert not [c for c in context.cookies() if c["name"] == "pacs_bridge_session"]
     page.get_by_label("API token").fill(console.tokens["manager"])
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/projects/lung/cohort?modality=CT")  # back where the visitor was going
@@ -375,6 +378,9 @@ def test_a_viewer_cannot_approve_and_gets_403_when_posting_anyway(console: Conso
         f"{console.base}/projects/lung/cohorts", form={"csrf": csrf_of(page), "name": "x", "query": "modality=CT"}
     )
     assert other.status == 403
+    elsewhere = page.goto(console.base + "/projects/open/cohort")  # a project the token lacks
+    assert elsewhere is not None and elsewhere.status == 403
+    expect(page.get_by_role("alert")).to_contain_text("this token has no project 'open'")
 
 
 def test_an_annotator_sees_open_tasks_and_rejections_with_comments(console: Console, context: BrowserContext) -> None:
