@@ -109,6 +109,11 @@ def projects_overview(request: Request, who: Visitor) -> Response:
     return render(request, "overview.html", title="Projects", section="projects", overview=rows)
 
 
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    return Response(status_code=204)
+
+
 @router.get("/console/static/{name}")
 def static(name: str) -> Response:
     if name not in _STATIC_FILES:

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, BrowserContext, Page, Response, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Response, expect, sync_playwright
 
 from tests import factory
 from tests.cohorts import population
@@ -46,6 +46,7 @@ class Console:
     tokens: dict[str, str]
     identifiers: set[str]
     pages: list[tuple[str, bytes]] = field(default_factory=list)  # (url, body) of every answer a browser got
+    blocked: list[str] = field(default_factory=list)  # errors in the browsers' consoles
 
     def api(self, method: str, path: str, user: str, **kw: object) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens[user]}"}
@@ -128,9 +129,15 @@ def context(browser: Browser, console: Console) -> Iterator[BrowserContext]:
         if response.url.startswith(console.base) and response.status != 303:
             console.pages.append((response.url, response.body()))
 
+    def watch(message: ConsoleMessage) -> None:  # a script or style the page's policy blocked, a script error
+        if message.type == "error" and "Failed to load resource" not in message.text:  # (401/403: the tests')
+            console.blocked.append(message.text[:300])
+
     opened.on("response", keep)
+    opened.on("console", watch)
     yield opened
     opened.close()
+    assert not console.blocked, console.blocked
 
 
 def sign_in(page: Page, console: Console, user: str, then: str = "/") -> None:
