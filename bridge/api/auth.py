@@ -1,6 +1,7 @@
 """Who is asking, and may they: bearer tokens checked against the users' table, one place for every route.
 HTTP basic is taken too, for DICOMweb clients that only do basic: the user is the token's name, the
-password the token.
+password the token. A reading request without either may carry the web console's session cookie (the
+viewer opened from the console).
 
 No token or an unknown one is 401; a role or project the token lacks is 403. Both are audited (the user's
 name or "anonymous", the route's template, never its values).
@@ -37,13 +38,19 @@ def deny(request: Request, status: int, who: str, why: str) -> HTTPException:
     return HTTPException(status, detail=why, headers=headers)
 
 
+SESSION_COOKIE = "pacs_bridge_session"  # the web console's sign-in (bridge.console.session)
+_READS = frozenset({"GET", "HEAD"})
+
+
 def principal(request: Request) -> Principal:
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     name, token = None, credentials.strip()
     if scheme.lower() == "basic":
         name, token = _basic(token)
     elif scheme.lower() != "bearer":
-        token = ""
+        # a reading request of a browser signed in to the console (the viewer opened from it): its session
+        # cookie, never sent cross-site (SameSite=Strict); never for a write, which has no CSRF token here
+        token = request.cookies.get(SESSION_COOKIE, "") if request.method in _READS else ""
     if not token:
         raise deny(request, 401, "anonymous", "a bearer token (or basic: token name and token) is required")
     with database(request).reading() as session:

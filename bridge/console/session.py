@@ -20,9 +20,9 @@ from fastapi import Depends, HTTPException, Request
 
 from bridge.access.roles import Permission
 from bridge.access.users import Principal, authenticate
-from bridge.api.auth import database, require
+from bridge.api.auth import SESSION_COOKIE, database, require
 
-COOKIE = "pacs_bridge_session"
+COOKIE = SESSION_COOKIE
 SIGN_IN_COOKIE = "pacs_bridge_sign_in"  # before a session: what the sign-in form's CSRF token is bound to
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"

@@ -314,6 +314,18 @@ def test_the_subject_timeline_shows_thumbnails_and_the_annotated_volume(
     assert float(str(point.get_attribute("data-ml"))) == pytest.approx(2 * 20 * 30 * voxel / 1000, rel=1e-3)
     shot(page, "subject-timeline")
 
+    # the viewer is a click away, signed in by the console's session (no token asked again)
+    answers: list[tuple[str, int]] = []
+    page.on("response", lambda r: answers.append((r.url, r.status)) if "/dicomweb/" in r.url else None)
+    page.get_by_role("link", name="Open every timepoint in the viewer").click()
+    page.wait_for_url("**/viewer/viewer?StudyInstanceUIDs=*", timeout=30000)
+    assert page.url.count(",") == len(timepoints) - 1  # every timepoint of the subject, side by side
+    page.wait_for_timeout(2000)
+    assert "/viewer/sign-in" not in page.url
+    assert answers and all(status == 200 for _, status in answers), answers[:5]
+    stow = context.request.post(console.base + "/dicomweb/projects/lung/studies", data=b"x")
+    assert stow.status == 401  # the cookie stands for the token in reads only: a write needs the token itself
+
 
 def test_a_reviewer_approves_from_the_keyboard_and_the_delivery_appears(
     console: Console, context: BrowserContext

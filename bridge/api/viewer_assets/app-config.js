@@ -2,8 +2,17 @@
 (function () {
   "use strict";
   var KEY = "pacs-bridge-token";
-  if (!sessionStorage.getItem(KEY)) {
+  function signIn() {
     location.replace("/viewer/sign-in?next=" + encodeURIComponent(location.pathname + location.search));
+  }
+  if (!sessionStorage.getItem(KEY)) {
+    // no token in this tab: the web console's session (an HttpOnly cookie the browser sends by itself) may
+    // stand for it; without one either, sign in
+    fetch("/dicomweb/studies?limit=1", { headers: { Accept: "application/dicom+json" } }).then(function (answer) {
+      if (answer.status === 401) {
+        signIn();
+      }
+    }, signIn);
   }
   var root = location.origin + "/dicomweb";
 
@@ -14,7 +23,8 @@
     return resolved.origin === location.origin && resolved.pathname.indexOf("/dicomweb/") === 0;
   }
   function bearer() {
-    return "Bearer " + sessionStorage.getItem(KEY);
+    var token = sessionStorage.getItem(KEY);
+    return token ? "Bearer " + token : null; // null: the console's cookie goes instead
   }
   var open = XMLHttpRequest.prototype.open;
   var setHeader = XMLHttpRequest.prototype.setRequestHeader;
@@ -31,7 +41,7 @@
     return setHeader.apply(this, arguments);
   };
   XMLHttpRequest.prototype.send = function () {
-    if (this.pacsBridgeOwn && !this.pacsBridgeAuthorized) {
+    if (this.pacsBridgeOwn && !this.pacsBridgeAuthorized && bearer()) {
       setHeader.call(this, "Authorization", bearer());
     }
     return send.apply(this, arguments);
@@ -41,7 +51,7 @@
     var url = typeof input === "string" || input instanceof URL ? String(input) : input.url;
     if (ours(url)) {
       var headers = new Headers((init && init.headers) || (input instanceof Request ? input.headers : undefined));
-      if (!headers.has("Authorization")) {
+      if (!headers.has("Authorization") && bearer()) {
         headers.set("Authorization", bearer());
       }
       init = Object.assign({}, init, { headers: headers });
