@@ -69,7 +69,9 @@ def place(timepoints: Sequence[index.TimelineEntry], visits: Sequence[VisitSetti
 
 
 def update_timeline(session: Session, *, subject_id: int, visits: Sequence[VisitSettings]) -> None:
-    """Work out again the clock of every timepoint of a subject (after one was added or the schedule changed)."""
+    """Work out again the clock of every timepoint of a subject (after one was added or the schedule changed);
+    the subject stays locked until the transaction ends."""
+    index.lock_subject(session, subject_id=subject_id)
     timepoints = index.timeline_of(session, subject_id=subject_id)
     index.set_placements(session, {key: vars(p) for key, p in place(timepoints, visits).items()})
 

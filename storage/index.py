@@ -62,6 +62,13 @@ class TimelineEntry(NamedTuple):
     label_source: str | None
 
 
+def lock_subject(session: Session, *, subject_id: int) -> None:
+    """Hold the subject's row until the transaction ends (PostgreSQL; SQLite's writer holds the whole
+    database already): two transactions placing the same subject's timepoints then take turns, and the second
+    sees the first's timepoints, instead of each working out the clock without the other's new study."""
+    session.execute(select(Subject.id).where(Subject.id == subject_id).with_for_update())
+
+
 def timeline_of(session: Session, *, subject_id: int) -> list[TimelineEntry]:
     table = Timepoint.__table__.c  # type: ignore[attr-defined]
     columns = (table.id, table.study_date, table.label, table.label_source)

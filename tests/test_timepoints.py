@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlmodel import select
+
 from bridge.settings import VisitSettings
 from bridge.timepoints import MANUAL, RECEIVED, VISIT, days_from_baseline, place, visit_label
 from storage.index import TimelineEntry
+from storage.models.research import Timepoint
 
 
 def test_days_count_from_the_earliest_dated_study() -> None:
@@ -56,3 +59,56 @@ def test_received_and_hand_set_labels_are_kept() -> None:
 
 def test_without_a_schedule_there_is_no_label() -> None:
     assert place([entry(1, 0)], [])[1].label is None and visit_label(5, []) is None
+
+
+def test_two_transactions_adding_studies_of_one_subject_take_turns_on_its_clock() -> None:
+    """PostgreSQL, two ingest transactions at once (two workers): one adds the subject's day-112 study, the
+    other its day-0 study, while the day-56 study is already indexed. Each works the clock out with the
+    subject locked, so the second sees the first's study: 0, 56 and 112 days, not 0, 56 and 56."""
+    import threading
+
+    from sqlmodel import Session
+
+    from bridge.timepoints import update_timeline
+    from storage import index, migrate
+    from storage.db import Database
+    from tests.conftest import postgres_schema_url
+
+    def add(session: Session, subject_id: int, day: int) -> None:
+        date = dt.date(2024, 1, 1) + dt.timedelta(days=day)
+        values = {"study_uid": f"2.25.{day + 1}", "study_date": date}
+        index.ensure_timepoint(session, project_id=1, subject_id=subject_id, values=values)
+        update_timeline(session, subject_id=subject_id, visits=VISITS)
+
+    schemas = postgres_schema_url()
+    database = Database(next(schemas))
+    try:
+        migrate.upgrade(database)
+        with database.session() as session:
+            project = index.ensure_project(session, "lung")
+            assert project.id == 1
+            subject = index.ensure_subject(session, project_id=1, subject_code="LUNG-0001")
+            assert subject.id is not None
+            subject_id = subject.id
+            add(session, subject_id, 56)
+        first = Session(database.research_engine)
+        add(first, subject_id, 112)  # not committed yet: the subject stays locked
+
+        def second() -> None:
+            with Session(database.research_engine) as session:
+                add(session, subject_id, 0)
+                session.commit()
+
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(timeout=2)  # without the lock it would finish here, blind to the day-112 study
+        first.commit()
+        first.close()
+        other.join(timeout=30)
+        assert not other.is_alive()
+        with database.reading() as session:
+            days = sorted(t.days_from_baseline for t in session.exec(select(Timepoint)).all())
+        assert days == [0, 56, 112]
+    finally:
+        database.dispose()
+        schemas.close()

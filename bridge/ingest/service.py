@@ -389,13 +389,21 @@ class IngestService:
                     work.vault, project=project, pseudo_study_uid=study_uid, accession=accession, cipher=self.cipher
                 )
             rows = []
+            new_timepoints: dict[int, _Prepared] = {}  # subject id -> an instance of its new study
             for p in batch:
                 series_key = (p.context.name, text_of(p.result.dataset, _SERIES_INSTANCE_UID))
                 where = located.get(series_key) or self._known_series.get(series_key)
                 if where is None:
-                    where = self._ensure_series(work, p)
+                    where, subject_id = self._ensure_series(work, p)
+                    if subject_id is not None:
+                        new_timepoints[subject_id] = p
                 located[series_key] = where
                 rows.append(self._instance_row(p, series_id=where[0]))
+            # the clocks of subjects with a new study, last and in the order of their ids: each subject is
+            # locked while its clock is worked out, and transactions taking locks in one order never deadlock
+            for subject_id in sorted(new_timepoints):
+                visits = new_timepoints[subject_id].context.settings.visits
+                update_timeline(work.research, subject_id=subject_id, visits=visits)
             timepoint_of = dict(located.values())
             inserted = index.add_instances(work.research, instances=rows, timepoint_of=timepoint_of)
             # not inserted: indexed a moment earlier (another worker, or twice in this batch: same bytes)
@@ -486,7 +494,9 @@ class IngestService:
             "received_at": utcnow(),
         }
 
-    def _ensure_series(self, work: UnitOfWork, p: _Prepared) -> tuple[int, int]:
+    def _ensure_series(self, work: UnitOfWork, p: _Prepared) -> tuple[tuple[int, int], int | None]:
+        """(series id, timepoint id), and the subject's id when its timepoint is new (its clock to be worked
+        out again)."""
         out = p.result.dataset
         subject = index.ensure_subject(work.research, project_id=p.project_id, subject_code=p.subject_code)
         assert subject.id is not None
@@ -495,10 +505,8 @@ class IngestService:
         timepoint, created = index.ensure_timepoint(
             work.research, project_id=p.project_id, subject_id=subject.id, values=values
         )
-        if created:
-            update_timeline(work.research, subject_id=subject.id, visits=p.context.settings.visits)
         series = index.ensure_series(
             work.research, project_id=p.project_id, timepoint=timepoint, values=row_values(out, Level.SERIES)
         )
         assert series.id is not None and timepoint.id is not None
-        return series.id, timepoint.id
+        return (series.id, timepoint.id), subject.id if created else None
