@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REPO, clean_env  # noqa: E402
 from bridge.cohorts.filters import CohortFilters, Level, Page  # noqa: E402
 from bridge.cohorts.query import run  # noqa: E402
-from storage import migrate, statistics  # noqa: E402
+from storage import migrate  # noqa: E402
+from storage import statistics as planner_statistics  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.models.research import Instance, Project, Series, Subject, Timepoint  # noqa: E402
 from tests.serve_process import free_port  # noqa: E402
@@ -166,7 +167,7 @@ def settle(database: Database) -> None:
         with database.research_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("VACUUM ANALYZE"))
     else:
-        statistics.refresh(database.research_engine)
+        planner_statistics.refresh(database.research_engine)
 
 
 EXAMPLE = {"modality": ["CT"], "body_part": ["CHEST"], "slice_thickness_max": 2.5, "min_followups": 2}

@@ -25,7 +25,8 @@ LAYERS: list[set[str]] = [
         "bridge.access",
     },
     {"bridge.pull", "bridge.wiring", "bridge.delivery"},
-    {"bridge.dimse", "bridge.api", "bridge.dicomweb", "bridge.console"},  # the edges: protocol in, one service call, status out
+    # the edges: protocol in, one service call, status out
+    {"bridge.dimse", "bridge.api", "bridge.dicomweb", "bridge.console"},
     {"bridge.serve"},  # the composition root
     {"bridge.cli", "bridge.__main__"},
 ]
