@@ -10,7 +10,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from bridge.dicomweb.media import UNCOMPRESSED
-from bridge.search.query import Found, dicom_values
+from bridge.search.attributes import Attribute
+from bridge.search.query import Found, values_of
 
 BULK_THRESHOLD = 1024  # bytes: larger binary values are referenced, not inlined
 PIXEL_DATA = 0x7FE00010
@@ -26,14 +27,34 @@ def element(tag: int, vr: str, values: list[Any]) -> dict[str, Any]:
 
 
 def search_results(found: Found, extra: Callable[[dict[str, Any]], dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each row as a DICOM JSON object; `extra(row)` adds attributes (e.g. Retrieve URL) to each."""
+    """Each row as a DICOM JSON object, its attributes in tag order; `extra(row)` adds attributes (e.g.
+    Retrieve URL) to each. How each column becomes an element is chosen once, not per cell."""
+    cells = [(f"{a.tag:08X}", _cell(a)) for a in found.attributes]
+    keywords = [a.keyword for a in found.attributes]
     results = []
+    order: list[str] | None = None
     for row in found.rows:
-        pairs = list(zip(found.attributes, row, strict=True))
-        result = {f"{a.tag:08X}": element(a.tag, a.vr, dicom_values(a, value)) for a, value in pairs}
-        result.update(extra({a.keyword: value for a, value in pairs}))
-        results.append(dict(sorted(result.items())))
+        result = {key: cell(value) for (key, cell), value in zip(cells, row, strict=True)}
+        result.update(extra(dict(zip(keywords, row, strict=True))))
+        if order is None:  # every row has the same keys
+            order = sorted(result)
+        results.append({key: result[key] for key in order})
     return results
+
+
+def _cell(attribute: Attribute) -> Callable[[Any], dict[str, Any]]:
+    """`element(tag, vr, dicom_values(attribute, value))` as a function of the value."""
+    vr, values_from = attribute.vr, values_of(attribute)
+
+    def cell(value: Any) -> dict[str, Any]:
+        values = values_from(value)
+        if not values:
+            return {"vr": vr}
+        if vr == "PN":
+            values = [{"Alphabetic": str(value)} for value in values]
+        return {"vr": vr, "Value": values}
+
+    return cell
 
 
 def metadata(ds: Dataset, bulk_base: str, *, bits_allocated: int | None = None) -> dict[str, Any]:

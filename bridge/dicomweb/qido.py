@@ -3,16 +3,21 @@
 Query parameters other than the reserved ones are matching keys, by keyword or tag (`PatientID=X`,
 `00100020=X`). `limit` is capped at `http.dicomweb_max_results`; a truncated answer says so in a
 `Warning: 299` header, as does a `fuzzymatching=true` request (answered with literal matching).
+
+Searches are the requests viewers send most, so each is answered in one worker thread (the token, the
+scope, the SQL and the encoding together), not in one thread per dependency, and encoded with orjson.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
+import orjson
+from fastapi import APIRouter, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from bridge.dicomweb.context import Db, Scope, base_url
+from bridge.api.auth import database
+from bridge.dicomweb.context import base_url, reading_scope
 from bridge.dicomweb.dicomjson import element, search_results
 from bridge.search.attributes import Level
 from bridge.search.matching import MatchError
@@ -24,9 +29,12 @@ _RESERVED = {"limit", "offset", "includefield", "fuzzymatching"}
 _RETRIEVE_URL = 0x00081190
 
 
-def _search(
-    request: Request, db: Db, projects: Scope, level: Level, study: str | None = None, series: str | None = None
-) -> JSONResponse:
+async def _answer(request: Request, level: Level, study: str | None = None, series: str | None = None) -> Response:
+    return await run_in_threadpool(_search, request, level, study, series)
+
+
+def _search(request: Request, level: Level, study: str | None, series: str | None) -> Response:
+    projects = reading_scope(request)
     params = request.query_params
     keys = {name: value for name, value in params.items() if name.lower() not in _RESERVED}
     include = [field.strip() for value in params.getlist("includefield") for field in value.split(",") if field.strip()]
@@ -50,7 +58,7 @@ def _search(
         offset=offset,
     )
     try:
-        with db.reading() as session:
+        with database(request).reading() as session:
             found = search(session, query)
     except MatchError as error:
         raise HTTPException(400, str(error)) from None
@@ -63,7 +71,7 @@ def _search(
     if found.truncated:  # the wording PS3.18 gives
         warnings.append(f'299 {host} "There are additional results that can be requested"')
     headers = {"Warning": ", ".join(warnings)} if warnings else None
-    return JSONResponse(body, media_type=MEDIA_TYPE, headers=headers)
+    return Response(orjson.dumps(body), media_type=MEDIA_TYPE, headers=headers)
 
 
 def _retrieve_url(base: str, level: Level, row: dict[str, Any]) -> dict[str, Any]:
@@ -76,30 +84,30 @@ def _retrieve_url(base: str, level: Level, row: dict[str, Any]) -> dict[str, Any
 
 
 @router.get("/studies")
-def studies(request: Request, db: Db, projects: Scope) -> JSONResponse:
-    return _search(request, db, projects, Level.STUDY)
+async def studies(request: Request) -> Response:
+    return await _answer(request, Level.STUDY)
 
 
 @router.get("/series")
-def all_series(request: Request, db: Db, projects: Scope) -> JSONResponse:
-    return _search(request, db, projects, Level.SERIES)
+async def all_series(request: Request) -> Response:
+    return await _answer(request, Level.SERIES)
 
 
 @router.get("/studies/{study}/series")
-def series_of_study(study: str, request: Request, db: Db, projects: Scope) -> JSONResponse:
-    return _search(request, db, projects, Level.SERIES, study)
+async def series_of_study(study: str, request: Request) -> Response:
+    return await _answer(request, Level.SERIES, study)
 
 
 @router.get("/instances")
-def all_instances(request: Request, db: Db, projects: Scope) -> JSONResponse:
-    return _search(request, db, projects, Level.IMAGE)
+async def all_instances(request: Request) -> Response:
+    return await _answer(request, Level.IMAGE)
 
 
 @router.get("/studies/{study}/instances")
-def instances_of_study(study: str, request: Request, db: Db, projects: Scope) -> JSONResponse:
-    return _search(request, db, projects, Level.IMAGE, study)
+async def instances_of_study(study: str, request: Request) -> Response:
+    return await _answer(request, Level.IMAGE, study)
 
 
 @router.get("/studies/{study}/series/{series}/instances")
-def instances_of_series(study: str, series: str, request: Request, db: Db, projects: Scope) -> JSONResponse:
-    return _search(request, db, projects, Level.IMAGE, study, series)
+async def instances_of_series(study: str, series: str, request: Request) -> Response:
+    return await _answer(request, Level.IMAGE, study, series)

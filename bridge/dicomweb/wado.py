@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,7 @@ from storage.filestore import FileStore
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["dicomweb"])
-CHUNK = 1024 * 1024
+CHUNK = 4 * 1024 * 1024  # bytes a retrieve reads and writes at a time
 
 
 def _located(
@@ -65,28 +67,81 @@ def _instances(request: Request, found: list[Located], *, single: bool = False) 
         raise HTTPException(406, str(error)) from None
     paths = [_file(request, f) for f in found]
     if not multipart:
-        body = _encoded(paths[0], found[0].transfer_syntax_uid, syntaxes[0])
-        return StreamingResponse(body, media_type=f"{DICOM}; transfer-syntax={syntaxes[0]}")
-    boundary = new_boundary()
-
-    def stream() -> Iterator[bytes]:
+        parts, end = [_part(b"", paths[0], found[0].transfer_syntax_uid, syntaxes[0])], b""
+        media_type = f"{DICOM}; transfer-syntax={syntaxes[0]}"
+    else:
+        boundary = new_boundary()
+        parts, end = [], closing(boundary)
         for number, (path, located, syntax) in enumerate(zip(paths, found, syntaxes, strict=True)):
-            yield part_header(boundary, f"{DICOM}; transfer-syntax={syntax}", first=number == 0)
-            yield from _encoded(path, located.transfer_syntax_uid, syntax)
-        yield closing(boundary)
+            header = part_header(boundary, f"{DICOM}; transfer-syntax={syntax}", first=number == 0)
+            parts.append(_part(header, path, located.transfer_syntax_uid, syntax))
+        media_type = f'multipart/related; type="{DICOM}"; boundary={boundary}'
+    sizes = [part.size for part in parts]
+    # known when every file goes out as stored: a Content-Length spares the chunked framing (and its copy)
+    length = None if None in sizes else sum(len(part.header) + (part.size or 0) for part in parts) + len(end)
+    headers = {"Content-Length": str(length)} if length is not None else None
+    return StreamingResponse(_blocks(parts, end), media_type=media_type, headers=headers)
 
-    return StreamingResponse(stream(), media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}')
+
+@dataclass(frozen=True)
+class _Part:
+    """One part of a retrieve: the delimiter and headers before it, the file, its transfer syntax as stored
+    and as sent, and (sent as stored) its size when the answer began."""
+
+    header: bytes
+    path: Path
+    stored: str
+    syntax: str
+    size: int | None
 
 
-def _encoded(path: Path, stored: str, syntax: str) -> Iterator[bytes]:
-    """The file's bytes as stored, or re-encoded in another uncompressed syntax."""
-    if syntax == stored:
-        with path.open("rb") as file:
-            while chunk := file.read(CHUNK):
-                yield chunk
+def _part(header: bytes, path: Path, stored: str, syntax: str) -> _Part:
+    return _Part(header, path, stored, syntax, path.stat().st_size if syntax == stored else None)
+
+
+def _blocks(parts: list[_Part], end: bytes) -> Iterator[memoryview]:
+    """The body in blocks of about CHUNK bytes, each read straight into its own buffer: the parts of many
+    small files share a block (the server's per-write costs are paid per block, not per file), a large
+    file spans several; memory stays bounded by the block, whatever the size of the series."""
+    block, used = bytearray(CHUNK), 0
+    for part in parts:
+        for piece in _pieces(part):
+            if isinstance(piece, bytes):
+                if used + len(piece) > CHUNK and used:
+                    yield memoryview(block)[:used]
+                    block, used = bytearray(CHUNK), 0
+                if len(piece) > CHUNK:
+                    yield memoryview(piece)
+                    continue
+                block[used : used + len(piece)] = piece
+                used += len(piece)
+                continue
+            with piece:  # a file sent as stored
+                while True:
+                    if used == CHUNK:
+                        yield memoryview(block)
+                        block, used = bytearray(CHUNK), 0
+                    read = piece.readinto(memoryview(block)[used:])
+                    if not read:
+                        break
+                    used += read
+    block[used : used + len(end)] = end
+    yield memoryview(block)[: used + len(end)]
+
+
+def _pieces(part: _Part) -> Iterator[bytes | io.RawIOBase]:
+    """The part's header, then its file opened (sent as stored) or its bytes re-encoded in another
+    uncompressed syntax."""
+    yield part.header
+    if part.size is not None:
+        file = part.path.open("rb", buffering=0)
+        if os.fstat(file.fileno()).st_size != part.size:  # replaced since: the Content-Length would lie
+            file.close()
+            raise OSError(f"{part.path.name} changed while it was being sent")
+        yield file
         return
-    ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    ds = pydicom.dcmread(part.path)
+    ds.file_meta.TransferSyntaxUID = UID(part.syntax)
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     yield out.getvalue()

@@ -14,7 +14,7 @@ from functools import cache, cached_property
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Label, func, select
 
 from storage.models.research import Instance, Project, Series, Subject, Timepoint
 
@@ -60,6 +60,11 @@ class Attribute:
     @cached_property
     def vr(self) -> str:
         return str(dictionary_VR(self.tag))
+
+    @cached_property  # built once: every search selects it
+    def column(self) -> Label[Any] | None:
+        """The expression as a column of a search's statement, named by the keyword."""
+        return None if self.expression is None else self.expression.label(self.keyword)
 
 
 def _count(column: ColumnElement[Any], where: ColumnElement[bool]) -> ColumnElement[Any]:
