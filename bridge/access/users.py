@@ -47,8 +47,12 @@ def token_hash(token: str) -> str:
 
 
 def principal_of(user: ApiUser) -> Principal:
-    projects = None if user.projects == ALL_PROJECTS else frozenset(filter(None, user.projects.split(",")))
-    return Principal(name=user.name, role=Role(user.role), projects=projects)
+    return _principal(user.name, user.role, user.projects)
+
+
+def _principal(name: str, role: str, projects: str) -> Principal:
+    chosen = None if projects == ALL_PROJECTS else frozenset(filter(None, projects.split(",")))
+    return Principal(name=name, role=Role(role), projects=chosen)
 
 
 def create(session: Session, name: str, role: Role, projects: list[str] | None, *, actor: str) -> tuple[ApiUser, str]:
@@ -95,7 +99,13 @@ def authenticate(session: Session, token: str) -> Principal | None:
     """The principal of an active token, else None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         return None
-    user = session.exec(
-        select(ApiUser).where(ApiUser.token_hash == token_hash(token), ApiUser.revoked_at.is_(None))  # type: ignore[union-attr]
+    # the three columns a principal needs, not the user's row as an object: every request comes this way
+    found = session.execute(
+        select(ApiUser.name, ApiUser.role, ApiUser.projects).where(
+            ApiUser.token_hash == token_hash(token),
+            ApiUser.revoked_at.is_(None),  # type: ignore[union-attr]
+        )
     ).first()
-    return principal_of(user) if user is not None else None
+    if found is None:
+        return None
+    return _principal(*found)

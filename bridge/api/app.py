@@ -8,14 +8,14 @@ refused before they are read (413); validation errors name the parameter and the
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.api import admin_routes, annotation_routes, cohort_routes, index_routes, viewer
@@ -52,7 +52,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     app.include_router(viewer.router)
     console_routes.include(app)  # `/`: the web console's pages
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.middleware("http")(_security_headers)
+    app.add_middleware(SecurityHeaders)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     if settings.http.cors_origins:
@@ -75,14 +75,29 @@ async def _validation_error(_request: Request, error: RequestValidationError) ->
     return JSONResponse({"detail": problems}, status_code=422)
 
 
-async def _security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    response = await call_next(request)
-    for name, value in SECURITY_HEADERS.items():
-        if name not in response.headers:  # the viewer's files set their own caching and policy
-            response.headers[name] = value
-    if not request.url.path.startswith(("/docs", "/redoc")) and "content-security-policy" not in response.headers:
-        response.headers["Content-Security-Policy"] = API_CSP
-    return response
+class SecurityHeaders:
+    """The headers every answer carries (unless it sets its own: the viewer's files their caching and
+    policy), added as the answer starts: plain ASGI, no task or copy per request as `BaseHTTPMiddleware`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope.get("path", "").startswith(("/docs", "/redoc"))
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                if not docs:
+                    headers.setdefault("Content-Security-Policy", API_CSP)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def _healthz(request: Request) -> JSONResponse:
