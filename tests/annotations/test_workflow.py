@@ -5,7 +5,6 @@ back voxel-identical; SEGs arriving by intake become annotations, or are refused
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.sr.codedict import codes
 from sqlmodel import select
 
 from bridge.access.roles import Role
@@ -31,6 +29,7 @@ from bridge.wiring import Runtime
 from storage.models.annotations import Annotation, Delivery
 from storage.models.research import AuditEvent, Instance, QuarantineItem, Series
 from tests import factory
+from tests.annotations.drawn import nifti_on_grid, viewer_seg
 from tests.conftest import dciodvfy_errors, make_settings
 
 STAGES = ["annotate", "review", "final"]
@@ -104,19 +103,10 @@ def _blob(grid: Grid) -> np.ndarray:
     return labels
 
 
-def _nifti(grid: Grid, labels: np.ndarray, path: Path) -> Path:
-    image = sitk.GetImageFromArray(labels)
-    image.SetSpacing(grid.spacing)
-    image.SetOrigin(grid.origin)
-    image.SetDirection(grid.direction)
-    sitk.WriteImage(image, str(path))
-    return path
-
-
 def test_a_mask_is_imported_reviewed_through_the_stages_and_delivered_as_a_seg(world: World) -> None:
     grid, _ = _geometry(world, world.ct)
     labels = _blob(grid)
-    mask = _nifti(grid, labels, world.tmp / "tumor.nii.gz")
+    mask = nifti_on_grid(grid, labels, world.tmp / "tumor.nii.gz")
     view = world.service.import_mask(series_uid=world.ct, path=mask, labels=["Tumor"], annotator="alice", actor="t")
     assert (view.state, view.stage, view.version, view.labels) == ("in-review", "review", 1, ["Tumor"])
     assert view.subject == "LUNG-0001" and view.series_instance_uid == world.ct
@@ -131,7 +121,7 @@ def test_a_mask_is_imported_reviewed_through_the_stages_and_delivered_as_a_seg(w
     )
     assert (rejected.state, rejected.stage) == ("rejected", "annotate")
     labels[4, 2:6, 2:6] = 1  # the correction: one more slice
-    corrected = _nifti(grid, labels, world.tmp / "tumor-v2.nii.gz")
+    corrected = nifti_on_grid(grid, labels, world.tmp / "tumor-v2.nii.gz")
     again = world.service.import_mask(
         series_uid=world.ct, path=corrected, labels=["Tumor"], annotator="alice", actor="t", revise=view.id
     )
@@ -170,7 +160,7 @@ def test_a_mask_is_imported_reviewed_through_the_stages_and_delivered_as_a_seg(w
 
 def test_a_mask_of_another_series_is_refused_naming_the_series_it_fits(world: World) -> None:
     mr_grid, _ = _geometry(world, world.mr)
-    mask = _nifti(mr_grid, _blob(mr_grid)[:, :, :], world.tmp / "mr-mask.nii.gz")
+    mask = nifti_on_grid(mr_grid, _blob(mr_grid)[:, :, :], world.tmp / "mr-mask.nii.gz")
     with pytest.raises(AnnotationError) as refused:
         world.service.import_mask(series_uid=world.ct, path=mask, labels=["Tumor"], annotator="alice", actor="t")
     message = str(refused.value)
@@ -183,46 +173,13 @@ def test_a_mask_of_another_series_is_refused_naming_the_series_it_fits(world: Wo
         assert session.exec(select(Annotation)).all() == []
 
 
-def _seg_over(sources: list[pydicom.Dataset], mask: np.ndarray) -> pydicom.Dataset:
-    """A SEG as OHIF's segmentation mode would send it: highdicom, MANUAL, frames of empty slices omitted."""
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label="Tumor",
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Neoplasm,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-    )
-    with warnings.catch_warnings():  # the de-identified patient's name is the subject code: one component
-        warnings.filterwarnings("ignore", message=".*intended person name", category=UserWarning)
-        return _segmentation(sources, mask, description)
-
-
-def _segmentation(
-    sources: list[pydicom.Dataset], mask: np.ndarray, description: hd.seg.SegmentDescription
-) -> pydicom.Dataset:
-    return hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=mask,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description],
-        series_instance_uid=hd.UID(),
-        series_number=77,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="OHIF",
-        manufacturer_model_name="cornerstone",
-        software_versions="3",
-        device_serial_number="1",
-    )
-
-
 def test_a_seg_sent_back_by_a_viewer_becomes_an_annotation_and_one_pointing_elsewhere_is_refused(
     world: World,
 ) -> None:
     grid, sources = _geometry(world, world.ct)
     sources.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
     labels = _blob(grid).astype(bool)
-    seg = _seg_over(sources, labels)
+    seg = viewer_seg(sources, labels, label="Tumor", series_number=77, model="cornerstone")
     path = world.tmp / "from-ohif.dcm"
     seg.save_as(path, enforce_file_format=True)
     ingest = world.runtime.ingest("test")
@@ -241,7 +198,7 @@ def test_a_seg_sent_back_by_a_viewer_becomes_an_annotation_and_one_pointing_else
 
     # a SEG that names the MR series but references the CT's instances
     _, mr_sources = _geometry(world, world.mr)
-    wrong = _seg_over(sources, labels)
+    wrong = viewer_seg(sources, labels, label="Tumor", series_number=77, model="cornerstone")
     wrong.ReferencedSeriesSequence[0].SeriesInstanceUID = mr_sources[0].SeriesInstanceUID
     bad = world.tmp / "wrong.dcm"
     wrong.save_as(bad, enforce_file_format=True)
@@ -270,7 +227,7 @@ def test_an_export_carries_the_approved_segs_and_their_masks_as_label_volumes(wo
 
     grid, _ = _geometry(world, world.ct)
     labels = _blob(grid)
-    mask = _nifti(grid, labels, world.tmp / "tumor.nii.gz")
+    mask = nifti_on_grid(grid, labels, world.tmp / "tumor.nii.gz")
     view = world.service.import_mask(series_uid=world.ct, path=mask, labels=["Tumor"], annotator="alice", actor="t")
     _approve(world, view.id)
     with world.runtime.database.session() as session:
@@ -308,7 +265,7 @@ def test_the_cohort_query_takes_approved_segmentations(world: World) -> None:
         return [row.series_instance_uid for row in result.rows]  # type: ignore[union-attr]
 
     grid, _ = _geometry(world, world.ct)
-    mask = _nifti(grid, _blob(grid), world.tmp / "tumor.nii.gz")
+    mask = nifti_on_grid(grid, _blob(grid), world.tmp / "tumor.nii.gz")
     view = world.service.import_mask(series_uid=world.ct, path=mask, labels=["Tumor"], annotator="alice", actor="t")
     assert series(segmented=["tumor"]) == [] and series(segmented=["Tumor"], segmented_stage="review") == []
     database, projects = world.runtime.database, dict(world.settings.projects)

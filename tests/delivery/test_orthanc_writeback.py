@@ -31,6 +31,7 @@ from pydicom.dataset import Dataset
 
 from bridge.annotations.geometry import series_geometry
 from tests import factory
+from tests.annotations.drawn import nifti_on_grid
 from tests.conftest import dciodvfy_errors
 from tests.pull.conftest import bridge, write_config
 from tests.pull.orthanc import OrthancServer
@@ -277,12 +278,7 @@ def write_nifti(research: Research, labels: np.ndarray, path: Path) -> Path:
     """The mask as an annotation tool saves it: NIfTI on the series' grid (from the stored files' geometry)."""
     grid = series_geometry(research.sources).grid
     assert grid.size == (COLUMNS, ROWS, SLICES)
-    image = sitk.GetImageFromArray(labels)
-    image.SetSpacing(grid.spacing)
-    image.SetOrigin(grid.origin)
-    image.SetDirection(grid.direction)
-    sitk.WriteImage(image, str(path))
-    return path
+    return nifti_on_grid(grid, labels, path)
 
 
 def import_mask(site: Site, research: Research, labels: np.ndarray) -> int:

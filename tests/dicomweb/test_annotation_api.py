@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import io
 import time
-import warnings
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.sr.codedict import codes
 
+from tests.annotations.drawn import viewer_seg
 from tests.dicomweb.served import Served, _user
 
 pytestmark = pytest.mark.integration
@@ -86,29 +84,7 @@ def test_upload_review_and_delivery_over_http(served: Served) -> None:
 def _viewer_seg(sources: list[pydicom.Dataset]) -> pydicom.Dataset:
     mask = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns)), dtype=bool)
     mask[0, 5:15, 5:15] = True
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label="Node",
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Neoplasm,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-    )
-    with warnings.catch_warnings():  # the de-identified patient's name is the subject code
-        warnings.filterwarnings("ignore", message=".*intended person name", category=UserWarning)
-        return hd.seg.Segmentation(
-            source_images=sources,
-            pixel_array=mask,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=[description],
-            series_instance_uid=hd.UID(),
-            series_number=99,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="OHIF",
-            manufacturer_model_name="viewer",
-            software_versions="3",
-            device_serial_number="1",
-        )
+    return viewer_seg(sources, mask, label="Node", series_number=99, model="viewer")
 
 
 def test_segs_from_a_viewer_and_from_the_modality_become_annotations(served: Served) -> None:
