@@ -6,15 +6,15 @@ overlays it. Screenshots go to var/test-artefacts/viewer/."""
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, ConsoleMessage, Page, Response, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Response, expect
 
+from tests.browser import chromium
 from tests.dicomweb.served import Served
 
 pytestmark = pytest.mark.integration
@@ -23,13 +23,7 @@ ARTEFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artefacts" / "vi
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Debian's chromium is not installed: run the tests through ./scripts/test.sh")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--use-gl=swiftshader"])
-        yield launched
-        launched.close()
+    yield from chromium("--use-gl=swiftshader")
 
 
 @pytest.fixture
