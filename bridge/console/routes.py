@@ -16,10 +16,10 @@ from fastapi.responses import FileResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.access.users import authenticate
-from bridge.api.auth import database, deny
+from bridge.api.auth import SESSION_COOKIE, database, deny
 from bridge.console import admin_pages, cohort_pages, overview, review_pages, subject_pages
 from bridge.console.pages import STATIC, back_to, render
-from bridge.console.session import COOKIE, SIGN_IN_COOKIE, Csrf, SignInRequired, Visitor
+from bridge.console.session import SIGN_IN_COOKIE, Csrf, SignInRequired, Visitor
 from storage import audit
 
 router = APIRouter(include_in_schema=False)
@@ -83,7 +83,7 @@ def sign_in(
     with database(request).unit_of_work() as work:
         audit.record_event(work.research, actor=f"console:{found.name}", action="console.signin", object="console")
     response = RedirectResponse(_safe_next(next), status_code=303)
-    _set_cookie(request, response, COOKIE, token.strip())
+    _set_cookie(request, response, SESSION_COOKIE, token.strip())
     response.delete_cookie(SIGN_IN_COOKIE, path="/")
     return response
 
@@ -91,7 +91,7 @@ def sign_in(
 @router.post("/signout", dependencies=[Csrf])
 def sign_out(request: Request) -> Response:
     response = back_to("/signin", "signed-out")
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
 

@@ -22,7 +22,6 @@ from bridge.access.roles import Permission
 from bridge.access.users import Principal, authenticate
 from bridge.api.auth import SESSION_COOKIE, database, require
 
-COOKIE = SESSION_COOKIE
 SIGN_IN_COOKIE = "pacs_bridge_sign_in"  # before a session: what the sign-in form's CSRF token is bound to
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
@@ -48,7 +47,7 @@ def csrf_token(request: Request, session_token: str) -> str:
 
 
 def session_token(request: Request) -> str:
-    return request.cookies.get(COOKIE, "")
+    return request.cookies.get(SESSION_COOKIE, "")
 
 
 def form_secret(request: Request) -> str:
