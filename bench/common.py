@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -72,3 +73,23 @@ def clean_up(workdir: Path, keep: bool) -> None:
         print(f"\nkept {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def config_head(folder: Path) -> str:
+    """The TOML a benchmark's bridge configuration starts with: SQLite, every folder and the secret under
+    `folder` (nothing lands in the repository's var/)."""
+
+    def under(name: str) -> str:
+        return json.dumps(str(folder / name))
+
+    return f"""log_level = "INFO"
+[database]
+url = {json.dumps(f"sqlite:///{folder / 'bridge.db'}")}
+[storage]
+store_dir = {under("store")}
+quarantine_dir = {under("quarantine")}
+spool_dir = {under("spool")}
+annotations_dir = {under("annotations")}
+[security]
+secret_file = {under("secret.key")}
+"""

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
-from common import REPO, clean_env, clean_up, load_factory, load_repo_module
+from common import REPO, clean_env, clean_up, config_head, load_factory, load_repo_module
 from dicomweb_population import (
     FIRST_DATE,
     SERIES_PER_STUDY,
@@ -153,16 +153,7 @@ class Bridge:
     def write_config(self) -> Path:
         config = self.folder / "bridge.toml"
         config.write_text(
-            f"""log_level = "INFO"
-[database]
-url = {json.dumps(f"sqlite:///{self.database}")}
-[storage]
-store_dir = {json.dumps(str(self.folder / "store"))}
-quarantine_dir = {json.dumps(str(self.folder / "quarantine"))}
-spool_dir = {json.dumps(str(self.folder / "spool"))}
-[security]
-secret_file = {json.dumps(str(self.folder / "secret.key"))}
-[http]
+            f"""{config_head(self.folder)}[http]
 host = "127.0.0.1"
 port = {self.http_port}
 metrics_dir = {json.dumps(str(self.folder / "metrics"))}

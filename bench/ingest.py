@@ -48,7 +48,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from common import clean_env, clean_up, cli_path, load_factory
+from common import clean_env, clean_up, cli_path, config_head, load_factory
 from pydicom.uid import generate_uid
 
 RECEIVERS = ("storescp", "orthanc", "bridge")
@@ -425,16 +425,7 @@ class Bridge(Receiver):
         self.database = self.run_dir / "bridge.db"
         self.config = self.run_dir / "bridge.toml"
         self.config.write_text(
-            f"""log_level = "INFO"
-[database]
-url = {json.dumps(f"sqlite:///{self.database}")}
-[storage]
-store_dir = {json.dumps(str(self.run_dir / "store"))}
-quarantine_dir = {json.dumps(str(self.run_dir / "quarantine"))}
-spool_dir = {json.dumps(str(self.run_dir / "spool"))}
-[security]
-secret_file = {json.dumps(str(self.run_dir / "secret.key"))}
-[dimse]
+            f"""{config_head(self.run_dir)}[dimse]
 host = "127.0.0.1"
 port = {self.port}
 ae_title = "{self.ae_title}"

@@ -43,7 +43,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from common import REPO, Timing, clean_env, clean_up, load_factory, load_repo_module
+from common import REPO, Timing, clean_env, clean_up, config_head, load_factory, load_repo_module
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -224,16 +224,7 @@ def write_config(folder: Path, orthanc: Any) -> Path:
     """A fresh embedded configuration: SQLite and folders under ``folder``, one project, Orthanc as remote."""
     config = folder / "bridge.toml"
     config.write_text(
-        f"""log_level = "INFO"
-[database]
-url = {json.dumps(f"sqlite:///{folder / 'bridge.db'}")}
-[storage]
-store_dir = {json.dumps(str(folder / "store"))}
-quarantine_dir = {json.dumps(str(folder / "quarantine"))}
-spool_dir = {json.dumps(str(folder / "spool"))}
-[security]
-secret_file = {json.dumps(str(folder / "secret.key"))}
-
+        f"""{config_head(folder)}
 [projects.{PROJECT}]
 subject_prefix = "BENCH"
 

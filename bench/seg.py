@@ -52,7 +52,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from common import REPO, clean_env, clean_up, load_factory, load_repo_module
+from common import REPO, clean_env, clean_up, config_head, load_factory, load_repo_module
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -119,17 +119,7 @@ def write_config(folder: Path, orthanc: Any, dicom_port: int, http_port: int, po
     poll = f"poll_seconds = {poll_seconds}" if poll_seconds is not None else ""
     config = folder / "bridge.toml"
     config.write_text(
-        f"""log_level = "INFO"
-[database]
-url = {json.dumps(f"sqlite:///{folder / 'bridge.db'}")}
-[storage]
-store_dir = {json.dumps(str(folder / "store"))}
-quarantine_dir = {json.dumps(str(folder / "quarantine"))}
-spool_dir = {json.dumps(str(folder / "spool"))}
-annotations_dir = {json.dumps(str(folder / "annotations"))}
-[security]
-secret_file = {json.dumps(str(folder / "secret.key"))}
-[http]
+        f"""{config_head(folder)}[http]
 host = "127.0.0.1"
 port = {http_port}
 metrics_dir = {json.dumps(str(folder / "metrics"))}
