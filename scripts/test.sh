@@ -2,7 +2,9 @@
 # The whole test suite, from a clean checkout: installs what the tests need, starts what they talk to.
 # Debian packages: dcmtk (real DICOM peers), dicom3tools (dciodvfy), orthanc and orthanc-dicomweb (the PACS the
 # pull and DICOMweb tests talk to), chromium (the viewer test's browser), npm (fetches the OHIF viewer). PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth) is started if it is
-# installed but not running. Arguments are passed to pytest.
+# installed but not running. Arguments are passed to pytest. The tests run in TEST_WORKERS processes (default 2,
+# one module per process: most of a test's time is spent waiting on the servers it starts); `-n 0` runs them in
+# this process.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +39,7 @@ fi
 export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}"
 .venv/bin/ruff check . || exit 1
 .venv/bin/mypy || exit 1
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
 status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure" >&2
