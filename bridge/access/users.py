@@ -11,6 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from bridge.access.roles import ALL_PROJECTS, GRANTS, Permission, Role
@@ -95,17 +96,19 @@ def find_principal(session: Session, name: str) -> Principal | None:
     return principal_of(user) if user is not None else None
 
 
+# the three columns a principal needs, not the user's row as an object, built once and run on the session's
+# connection (no ORM execution): every request comes this way
+_ACTIVE_TOKEN = select(ApiUser.name, ApiUser.role, ApiUser.projects).where(
+    ApiUser.token_hash == bindparam("token_hash"),
+    ApiUser.revoked_at.is_(None),  # type: ignore[union-attr]
+)
+
+
 def authenticate(session: Session, token: str) -> Principal | None:
     """The principal of an active token, else None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         return None
-    # the three columns a principal needs, not the user's row as an object: every request comes this way
-    found = session.execute(
-        select(ApiUser.name, ApiUser.role, ApiUser.projects).where(
-            ApiUser.token_hash == token_hash(token),
-            ApiUser.revoked_at.is_(None),  # type: ignore[union-attr]
-        )
-    ).first()
+    found = session.connection().execute(_ACTIVE_TOKEN, {"token_hash": token_hash(token)}).first()
     if found is None:
         return None
     return _principal(*found)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlmodel import Session
 
 from bridge.access.roles import Permission
 from bridge.access.users import Principal, authenticate
@@ -43,6 +44,12 @@ _READS = frozenset({"GET", "HEAD"})
 
 
 def principal(request: Request) -> Principal:
+    return principal_in(request, None)
+
+
+def principal_in(request: Request, session: Session | None) -> Principal:
+    """The caller, its token checked in `session` when the route has one open already (one connection per
+    request), else in a session of its own."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     name, token = None, credentials.strip()
     if scheme.lower() == "basic":
@@ -53,7 +60,10 @@ def principal(request: Request) -> Principal:
         token = request.cookies.get(SESSION_COOKIE, "") if request.method in _READS else ""
     if not token:
         raise deny(request, 401, "anonymous", "a bearer token (or basic: token name and token) is required")
-    with database(request).reading() as session:
+    if session is None:
+        with database(request).reading() as own:
+            found = authenticate(own, token)
+    else:
         found = authenticate(session, token)
     if found is None or (name is not None and name != found.name):
         raise deny(request, 401, "anonymous", "unknown or revoked token")

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlmodel import Session
 
 from bridge.access.roles import Permission
-from bridge.api.auth import Reader, allowed, database, principal
+from bridge.api.auth import Reader, allowed, database, principal_in
 from storage.db import Database
 
 PREFIX = "/dicomweb"
@@ -31,10 +32,11 @@ def projects_of(request: Request, caller: Reader) -> Sequence[str] | None:
 Scope = Annotated[Sequence[str] | None, Depends(projects_of)]
 
 
-def reading_scope(request: Request) -> Sequence[str] | None:
+def reading_scope(request: Request, session: Session) -> Sequence[str] | None:
     """`Scope` worked out in one call, as the dependencies would (401 and 403 audited, 404 for an unknown
-    project): for the routes that answer from a single worker thread rather than one hop per dependency."""
-    return projects_of(request, _may_read(request, principal(request)))
+    project), the token checked in the route's own `session`: for the routes that answer from a single worker
+    thread rather than one hop per dependency."""
+    return projects_of(request, _may_read(request, principal_in(request, session)))
 
 
 def base_url(request: Request) -> str:

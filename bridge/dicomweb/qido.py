@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from bridge.api.auth import database
@@ -34,7 +35,12 @@ async def _answer(request: Request, level: Level, study: str | None = None, seri
 
 
 def _search(request: Request, level: Level, study: str | None, series: str | None) -> Response:
-    projects = reading_scope(request)
+    with database(request).reading() as session:
+        return _answered(request, session, level, study, series)
+
+
+def _answered(request: Request, session: Session, level: Level, study: str | None, series: str | None) -> Response:
+    projects = reading_scope(request, session)
     params = request.query_params
     keys = {name: value for name, value in params.items() if name.lower() not in _RESERVED}
     include = [field.strip() for value in params.getlist("includefield") for field in value.split(",") if field.strip()]
@@ -58,8 +64,7 @@ def _search(request: Request, level: Level, study: str | None, series: str | Non
         offset=offset,
     )
     try:
-        with database(request).reading() as session:
-            found = search(session, query)
+        found = search(session, query)
     except MatchError as error:
         raise HTTPException(400, str(error)) from None
     base = base_url(request)
