@@ -4,12 +4,14 @@ Query parameters other than the reserved ones are matching keys, by keyword or t
 `00100020=X`). `limit` is capped at `http.dicomweb_max_results`; a truncated answer says so in a
 `Warning: 299` header, as does a `fuzzymatching=true` request (answered with literal matching).
 
-Searches are the requests viewers send most, so each is answered in one worker thread (the token, the
-scope, the SQL and the encoding together), not in one thread per dependency, and encoded with orjson.
+Searches are the requests viewers send most: a point lookup (one patient, study or series) is answered on
+the event loop, any other search in one worker thread (the token, the scope, the SQL and the encoding
+together, not one thread per dependency); both encoded with orjson.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -17,8 +19,9 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from bridge.api.auth import database
-from bridge.dicomweb.context import base_url, reading_scope
+from bridge.access.roles import Permission
+from bridge.api.auth import database, known_caller
+from bridge.dicomweb.context import base_url, projects_of, reading_scope
 from bridge.dicomweb.dicomjson import element, search_results
 from bridge.search.attributes import Level
 from bridge.search.matching import MatchError
@@ -30,17 +33,50 @@ _RESERVED = {"limit", "offset", "includefield", "fuzzymatching"}
 _RETRIEVE_URL = 0x00081190
 
 
+# an exact value of one of these finds a handful of studies or series through an index
+_POINT_KEYS = frozenset(
+    key.lower() for key in ("PatientID", "00100020", "StudyInstanceUID", "0020000D", "SeriesInstanceUID", "0020000E")
+)
+
+
 async def _answer(request: Request, level: Level, study: str | None = None, series: str | None = None) -> Response:
+    """A point lookup of a known caller is answered on the event loop: a worker thread's round trip costs it
+    more than the search itself. Anything else (a search that may scan, a caller to refuse, which is
+    audited, a write) runs in a worker thread, so that it never holds up the other requests."""
+    if _point_lookup(request, level, study):
+        with database(request).reading() as session:
+            caller = known_caller(request, session, Permission.READ)
+            if caller is not None:
+                return _answered(request, session, projects_of(request, caller), level, study, series)
     return await run_in_threadpool(_search, request, level, study, series)
+
+
+def _point_lookup(request: Request, level: Level, study: str | None) -> bool:
+    """Whether the search reads a handful of rows: studies or series of one patient, study or series
+    (instances may be thousands)."""
+    if level is Level.IMAGE:
+        return False
+    if study is not None:
+        return True
+    return any(
+        name.lower() in _POINT_KEYS and value and not any(sign in value for sign in "*?,\\")
+        for name, value in request.query_params.multi_items()
+    )
 
 
 def _search(request: Request, level: Level, study: str | None, series: str | None) -> Response:
     with database(request).reading() as session:
-        return _answered(request, session, level, study, series)
+        return _answered(request, session, reading_scope(request, session), level, study, series)
 
 
-def _answered(request: Request, session: Session, level: Level, study: str | None, series: str | None) -> Response:
-    projects = reading_scope(request, session)
+def _answered(
+    request: Request,
+    session: Session,
+    projects: Sequence[str] | None,
+    level: Level,
+    study: str | None,
+    series: str | None,
+) -> Response:
     params = request.query_params
     keys = {name: value for name, value in params.items() if name.lower() not in _RESERVED}
     include = [field.strip() for value in params.getlist("includefield") for field in value.split(",") if field.strip()]

@@ -47,7 +47,7 @@ class Served:
         return client
 
 
-def _user(config: Path, name: str, *args: str) -> str:
+def user_token(config: Path, name: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "bridge", "users", "create", name, *args, "--json", "--config", str(config)],
         cwd=REPOSITORY,
@@ -114,9 +114,9 @@ def serve_trial(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         assert done.returncode == 0, done.stderr
         bridge.wait_for("open", len(files))
         tokens = {
-            "reader": _user(config, "reader", "--role", "viewer", "--project", "open"),
-            "outsider": _user(config, "outsider", "--role", "viewer", "--project", "lung"),
-            "annotator": _user(config, "annotator", "--role", "annotator", "--project", "open"),
+            "reader": user_token(config, "reader", "--role", "viewer", "--project", "open"),
+            "outsider": user_token(config, "outsider", "--role", "viewer", "--project", "lung"),
+            "annotator": user_token(config, "annotator", "--role", "annotator", "--project", "open"),
         }
         served = Served(bridge, f"http://127.0.0.1:{http}", tokens, sent)
         yield served

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from tests.annotations.drawn import viewer_seg
-from tests.dicomweb.served import Served, _user
+from tests.dicomweb.served import Served, user_token
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def _ct_series(served: Served) -> tuple[str, str, list[pydicom.Dataset]]:
 
 def _reviewer(served: Served, name: str) -> str:
     if name not in served.tokens:
-        served.tokens[name] = _user(served.bridge.config, name, "--role", "reviewer", "--project", "open")
+        served.tokens[name] = user_token(served.bridge.config, name, "--role", "reviewer", "--project", "open")
     return name
 
 

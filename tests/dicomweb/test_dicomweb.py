@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, generate_uid
 
 from tests import factory
-from tests.dicomweb.served import ORIGIN, Served, value
+from tests.dicomweb.served import ORIGIN, Served, user_token, value
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +126,51 @@ def test_tokens_scope_every_base(served: Served) -> None:
         served.call("GET", "/dicomweb/studies", user=None, headers={"Authorization": f"Basic {wrong}"}).status_code
         == 401
     )
+
+
+def test_point_lookups_answer_as_searches_do_and_refusals_stay_audited(served: Served) -> None:
+    """Searches for one patient or one study's series are answered on the event loop (the others in a worker
+    thread): the same rows, and a caller without the right is still refused and audited."""
+    everything = studies_of(served)
+    patient = str(value(everything[0], "PatientID"))
+    by_patient = served.call("GET", "/dicomweb/projects/open/studies", params={"PatientID": patient})
+    assert by_patient.status_code == 200
+    expected = {value(s, "StudyInstanceUID") for s in everything if value(s, "PatientID") == patient}
+    assert {value(s, "StudyInstanceUID") for s in by_patient.json()} == expected and len(expected) >= 2
+    study = str(value(everything[0], "StudyInstanceUID"))
+    series = served.call("GET", f"/dicomweb/projects/open/studies/{study}/series")
+    assert series.status_code == 200
+    assert sorted(map(str, (value(s, "SeriesInstanceUID") for s in series.json()))) == sorted(
+        str(value(s, "SeriesInstanceUID")) for s in served.client().search_for_series(study_instance_uid=study)
+    )
+    assert served.call("GET", "/dicomweb/studies", params={"PatientID": patient}, user="outsider").json() == []
+
+    admin = user_token(served.bridge.config, "auditor", "--role", "admin")
+    denied_before = _denials(served, admin)
+    refused = [
+        served.call("GET", "/dicomweb/projects/open/studies", params={"PatientID": patient}, user="outsider"),
+        served.call("GET", f"/dicomweb/projects/open/studies/{study}/series", user=None),
+        served.call(
+            "GET",
+            "/dicomweb/studies",
+            params={"PatientID": patient},
+            user=None,
+            headers={"Authorization": "Bearer pb_nonsense"},
+        ),
+    ]
+    assert [answer.status_code for answer in refused] == [403, 401, 401]
+    assert _denials(served, admin) == denied_before + 3
+
+
+def _denials(served: Served, admin: str) -> int:
+    answer = httpx.get(
+        f"{served.base}/api/v1/audit",
+        params={"action": "api.denied", "limit": 1000},
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    return len(answer.json())
 
 
 def test_cors_for_the_configured_origin(served: Served) -> None:
