@@ -42,7 +42,7 @@ _POINT_KEYS = frozenset(
 async def _answer(request: Request, level: Level, study: str | None = None, series: str | None = None) -> Response:
     """A point lookup of a known caller is answered on the event loop: a worker thread's round trip costs it
     more than the search itself. Anything else (a search that may scan, a caller to refuse, which is
-    audited, a write) runs in a worker thread, so that it never holds up the other requests."""
+    audited) runs in a worker thread, so that it never holds up the other requests."""
     if _point_lookup(request, level, study):
         with database(request).reading() as session:
             caller = known_caller(request, session, Permission.READ)
