@@ -28,9 +28,13 @@ def _wait(check, timeout: float = 60):  # type: ignore[no-untyped-def]
 
 
 def _ct_series(served: Served) -> tuple[str, str, list[pydicom.Dataset]]:
+    """The first CT series of subject 1's baseline (three slices; subject 2's RLE CT is series 1 too, with two)."""
     client = served.client(user="annotator")
-    first = client.search_for_series(search_filters={"Modality": "CT", "SeriesNumber": "1"})
-    study, series = first[0]["0020000D"]["Value"][0], first[0]["0020000E"]["Value"][0]
+    found = client.search_for_series(
+        search_filters={"Modality": "CT", "SeriesNumber": "1"}, fields=["NumberOfSeriesRelatedInstances"]
+    )
+    (first,) = [item for item in found if item["00201209"]["Value"] == [3]]
+    study, series = first["0020000D"]["Value"][0], first["0020000E"]["Value"][0]
     instances = client.retrieve_series(study, series)
     return study, series, sorted(instances, key=lambda ds: float(ds.ImagePositionPatient[2]))
 
