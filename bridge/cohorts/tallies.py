@@ -61,6 +61,10 @@ class Tallies:
             while len(self._kept) > self._size:
                 self._kept.popitem(last=False)
 
+    def forget(self, key: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._kept.pop(key, None)
+
 
 _OF_ENGINE: weakref.WeakKeyDictionary[Engine, Tallies] = weakref.WeakKeyDictionary()
 _OF_ENGINE_LOCK = threading.Lock()
