@@ -5,8 +5,7 @@ Population (inserted in bulk through the real schema, not timed): at --scale 1, 
 timepoints (days 0, ~56, ~112, ~200; labels baseline/week8/week16/unscheduled), 200,000 series (CT, PT,
 MR; chest/abdomen; slice thickness 0.625-5 mm), 2,000,000 instances. Queries: the example (a baseline and
 two follow-up chest CTs of 2.5 mm or thinner, subjects), one subject's timeline, CT <= 1.25 mm series
-(first page and offset 5000), a saved cohort's page, each cold (right after a write to the index: counted
-afresh) and warm (the same page again: the kept tally). Target: HTTP p95 under 50 ms for each.
+(first page and offset 5000), a saved cohort's page. Target: HTTP p95 under 50 ms for each.
 
     .venv/bin/python bench/query.py [--scale 1.0] [--repeat 50] [--only sqlite|postgresql] [--keep] [--reuse DIR]
 
