@@ -5,7 +5,8 @@ Population (inserted in bulk through the real schema, not timed): at --scale 1, 
 timepoints (days 0, ~56, ~112, ~200; labels baseline/week8/week16/unscheduled), 200,000 series (CT, PT,
 MR; chest/abdomen; slice thickness 0.625-5 mm), 2,000,000 instances. Queries: the example (a baseline and
 two follow-up chest CTs of 2.5 mm or thinner, subjects), one subject's timeline, CT <= 1.25 mm series
-(first page and offset 5000), a saved cohort's page. Target: HTTP p95 under 50 ms for each.
+(first page and offset 5000), a saved cohort's page, each cold (right after a write to the index: counted
+afresh) and warm (the same page again: the kept tally). Target: HTTP p95 under 50 ms for each.
 
     .venv/bin/python bench/query.py [--scale 1.0] [--repeat 50] [--only sqlite|postgresql] [--keep] [--reuse DIR]
 
@@ -190,15 +191,29 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000
 
 
-def timed(action: Callable[[], object], repeat: int) -> tuple[float, float]:
+def timed(action: Callable[[], object], repeat: int, before: Callable[[], object] | None = None) -> tuple[float, float]:
+    """(p50, p95) of `action`; `before` runs ahead of each sample, untimed."""
     for _ in range(3):
         action()
     samples = []
     for _ in range(repeat):
+        if before is not None:
+            before()
         started = time.perf_counter()
         action()
         samples.append(time.perf_counter() - started)
     return percentiles(samples)
+
+
+def data_changer(database: Database) -> Callable[[], object]:
+    """A write to the index from another connection (a series' count set to itself): every kept tally is then
+    stale, so the next query counts its cohort afresh, as it does after any ingest."""
+
+    def change() -> None:
+        with database.research_engine.begin() as connection:
+            connection.execute(text("UPDATE series SET instance_count = instance_count WHERE id = 1"))
+
+    return change
 
 
 def with_subject(filters: dict[str, object], rng: random.Random, subjects: int) -> dict[str, object]:
@@ -301,6 +316,9 @@ def wait_until_idle(pid: int, limit: float = 60) -> None:
         used = now
 
 
+Figures = tuple[float, float]
+
+
 def measure(
     database: Database,
     client: httpx.Client,
@@ -310,8 +328,9 @@ def measure(
     rng: random.Random,
     subjects: int,
     repeat: int,
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(p50, p95) in ms of the query run in-process, then through the API."""
+) -> tuple[Figures, Figures, Figures]:
+    """(p50, p95) in ms of the query run in-process after the data changed, then through the API after the
+    data changed (counted afresh: cold), then through the API again on unchanged data (the tally kept: warm)."""
 
     def direct() -> object:
         with database.reading() as session:
@@ -324,7 +343,8 @@ def measure(
         response.raise_for_status()
         return response.json()
 
-    return timed(direct, repeat), timed(over_http, repeat)
+    changed = data_changer(database)
+    return timed(direct, repeat, changed), timed(over_http, repeat, changed), timed(over_http, repeat)
 
 
 def bench(name: str, url: str, folder: Path, subjects: int, repeat: int) -> None:
@@ -353,12 +373,15 @@ def bench(name: str, url: str, folder: Path, subjects: int, repeat: int) -> None
     process, port, token = start_serve(folder, url)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
     rng = random.Random(2)
-    print(f"  {'query':36} {'in-process p50/p95 ms':>22} {'HTTP p50/p95 ms':>18} {'HTTP/SQL':>9}  target p95 < 50 ms")
+    print(
+        f"  {'query':36} {'SQL cold p50/p95':>17} {'HTTP cold p50/p95':>18} {'HTTP warm p50/p95':>18}"
+        "  target HTTP p95 < 50 ms (cold, warm)"
+    )
     try:
         for label, (filters, page, cohort) in queries(subjects).items():
-            sql, web = measure(database, client, filters, page, cohort, rng, subjects, repeat)
-            verdict = "meets" if web[1] < 50 else "MISSES"
-            figures = f"{sql[0]:9.1f} / {sql[1]:8.1f} {web[0]:7.1f} / {web[1]:7.1f} {web[1] / sql[1]:8.2f}x"
+            sql, cold, warm = measure(database, client, filters, page, cohort, rng, subjects, repeat)
+            verdict = ", ".join("meets" if p95 < 50 else "MISSES" for _, p95 in (cold, warm))
+            figures = "  ".join(f"{p50:7.1f} / {p95:7.1f}" for p50, p95 in (sql, cold, warm))
             print(f"  {label:36} {figures}  {verdict}", flush=True)
     finally:
         client.close()

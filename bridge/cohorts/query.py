@@ -13,6 +13,8 @@ it. A page's statement has two parts:
   first page. Ordered otherwise, it is the whole cohort, sorted, then the window of `offset` and `limit`.
 
 A page past the end has no row to carry the total: a second, smaller statement counts it.
+The tally is kept (`bridge.cohorts.tallies`) with the index's generation: the same page again, while no
+write has bumped the generation, is the page's own statement alone.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy import CTE, ColumnElement, ScalarSelect, Select, and_, case, dis
 from sqlalchemy.sql.elements import KeyedColumnElement
 from sqlmodel import Session
 
+from bridge.cohorts import tallies
 from bridge.cohorts.annotated import annotation_conditions
 from bridge.cohorts.filters import CohortFilters, Level, Page
 from storage.models.research import Project, Series, Subject, Timepoint
@@ -332,7 +335,7 @@ def _by_subject(keys: list[str]) -> bool:
 
 def tally(f: CohortFilters, page: Page, by_subject: bool) -> Select[Any]:
     """Per subject of the cohort, its rows at the page's level; their total and, ordered by subject, the page's
-    window of subjects (first, last) and the rows before it."""
+    window of subjects (first, last) and the rows before it; and the index's generation they were counted at."""
     # on the series table itself, not on `matching`: SQLite would copy every matching series out first
     rows = {
         Level.SUBJECT: literal(1),
@@ -344,8 +347,9 @@ def tally(f: CohortFilters, page: Page, by_subject: bool) -> Select[Any]:
         per = per.having(and_(*conditions))
     subjects = per.cte("per_subject")
     total = select(func.coalesce(func.sum(subjects.c.n), 0)).scalar_subquery().label("total")
+    counted_at = tallies.generation().label("generation")
     if not by_subject:
-        return select(total)
+        return select(total, counted_at)
     # the page lies in the first offset + limit subjects (each has a row at least)
     head = (
         select(P.subject_code, subjects.c.n)
@@ -363,28 +367,59 @@ def tally(f: CohortFilters, page: Page, by_subject: bool) -> Select[Any]:
         func.min(case((reaches, ranked.c.subject_code))).label("first"),
         func.max(case((starts < page.offset + page.limit, ranked.c.subject_code))).label("last"),
         func.min(case((reaches, starts))).label("before"),
+        counted_at,
     )
 
 
 def run(session: Session, filters: CohortFilters, page: Page = FIRST_PAGE) -> Result:
-    """One page of the cohort at `page.level`, with the total number of rows."""
+    """One page of the cohort at `page.level`, with the total number of rows: counted with the page, or
+    taken from the tally kept for these filters and page while the data has not changed since."""
     keys = _sort_keys(page.sort, page.level)
     by_subject = _by_subject(keys)
+    kept_tallies = tallies.of_engine(session.get_bind())  # type: ignore[arg-type]
+    key = (filters.model_dump_json(), page.level, by_subject, page.offset, page.limit)
+    kept = kept_tallies.get(key)
+    if kept is not None:
+        rows = _page_rows(session, filters, page, keys, kept) if kept.total > page.offset else []
+        now = rows[0]["generation"] if rows else session.execute(select(tallies.generation())).scalar_one()
+        if now == kept.generation:
+            return _result(page, kept.total, rows)
     counted = tally(filters, page, by_subject).cte("tally")
-    total = select(counted.c.total).scalar_subquery()
-    offset: Any = page.offset
-    window = None
-    if by_subject:
-        window = Window(select(counted.c.first).scalar_subquery(), select(counted.c.last).scalar_subquery())
-        offset = page.offset - select(func.coalesce(counted.c.before, 0)).scalar_subquery()
+    rows = _page_rows(session, filters, page, keys, counted)
+    figures = rows[0] if rows else session.execute(select(counted)).mappings().one()
+    kept = tallies.Tally(**{name: figures[name] for name in counted.c.keys()})
+    kept_tallies.put(key, kept)
+    return _result(page, kept.total, rows)
+
+
+def _page_rows(
+    session: Session, filters: CohortFilters, page: Page, keys: list[str], counts: CTE | tallies.Tally
+) -> Sequence[Any]:
+    """The page's rows, with the tally's figures: the `tally` CTE's, counted in the same statement, or a kept
+    tally's (then only the generation is read with the rows)."""
+    if isinstance(counts, tallies.Tally):
+        figures = {"generation": tallies.generation()}
+        bounds: tuple[Any, Any, Any] | None = (counts.first, counts.last, counts.before)
+    else:
+        figures = {name: select(column).scalar_subquery() for name, column in counts.c.items()}
+        if "first" in figures:
+            bounds = (figures["first"], figures["last"], func.coalesce(figures["before"], 0))
+        else:
+            bounds = None
+    window, offset = None, page.offset
+    if bounds is not None and bounds[2] is not None:  # ordered by subject: the page is a window of subjects
+        window, offset = Window(bounds[0], bounds[1]), page.offset - bounds[2]
     statement, sortable, default = _statement(page.level, _in_cohort(filters, window))
-    statement = statement.add_columns(total.label("total")).order_by(*_order(keys, sortable, default))
-    rows = session.execute(statement.limit(page.limit).offset(offset)).mappings().all()
-    found = int(rows[0]["total"]) if rows else int(session.execute(select(total)).scalar_one())
+    statement = statement.add_columns(*(column.label(name) for name, column in figures.items()))
+    statement = statement.order_by(*_order(keys, sortable, default)).limit(page.limit).offset(offset)
+    return session.execute(statement).mappings().all()
+
+
+def _result(page: Page, total: int, rows: Sequence[Any]) -> Result:
     model = ROW_MODELS[page.level]
     return Result(
         level=page.level,
-        total=found,
+        total=int(total),
         offset=page.offset,
         limit=page.limit,
         rows=[model.model_validate(dict(row)) for row in rows],  # type: ignore[misc]
