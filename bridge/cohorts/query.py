@@ -384,12 +384,14 @@ def run(session: Session, filters: CohortFilters, page: Page = FIRST_PAGE) -> Re
         now = rows[0]["generation"] if rows else session.execute(select(tallies.generation())).scalar_one()
         if now == kept.generation:
             return _result(page, kept.total, rows)
+    clean = tallies.clean_generation(session)
     counted = tally(filters, page, by_subject).cte("tally")
     rows = _page_rows(session, filters, page, keys, counted)
     figures = rows[0] if rows else session.execute(select(counted)).mappings().one()
-    kept = tallies.Tally(**{name: figures[name] for name in counted.c.keys()})
-    kept_tallies.put(key, kept)
-    return _result(page, kept.total, rows)
+    fresh = tallies.Tally(**{name: figures[name] for name in counted.c.keys()})
+    if fresh.generation == clean:
+        kept_tallies.put(key, fresh)
+    return _result(page, fresh.total, rows)
 
 
 def _page_rows(
@@ -398,7 +400,7 @@ def _page_rows(
     """The page's rows, with the tally's figures: the `tally` CTE's, counted in the same statement, or a kept
     tally's (then only the generation is read with the rows)."""
     if isinstance(counts, tallies.Tally):
-        figures = {"generation": tallies.generation()}
+        figures: dict[str, ColumnElement[Any]] = {"generation": tallies.generation()}
         bounds: tuple[Any, Any, Any] | None = (counts.first, counts.last, counts.before)
     else:
         figures = {name: select(column).scalar_subquery() for name, column in counts.c.items()}

@@ -1,10 +1,19 @@
 """Cohort tallies already counted: a page of the same filters (the same page again, a console re-polling,
 the next request of an export's pages at the same offset) needs no new count while the data is unchanged.
 
-A tally is kept with the index's generation (`storage.models.research.IndexGeneration`, bumped by database
-triggers on every write to the tables a tally reads) read in the tally's own statement; a page run with a
-kept tally reads the generation again in its own statement and is used only if the two match. So a kept
-tally is never used on data it did not count, whichever process or path wrote it.
+A tally is kept with the index's generation, which every write to the tables a tally reads moves on, by
+database triggers (migration 0008), whichever process or path wrote. A page run with a kept tally reads the
+generation in its own statement, after its snapshot is taken, and uses the tally only if it has not moved.
+
+- SQLite: one row that row triggers bump in the writer's transaction. Writers are serialised by the
+  database, and the tally's statement reads the row in its own snapshot: a tally is kept with the generation
+  of exactly the data it counted.
+- PostgreSQL: a sequence that statement triggers advance, taking a shared advisory lock that the writer
+  holds until its transaction is over (shared: writers never wait on each other or on readers, so the bump
+  adds no lock to an ingest). A sequence is no snapshot: a writer may advance it and commit later. So a
+  tally is kept only when, just before its statement, no writer held the lock (`clean_generation`) and the
+  generation read then is still the one its statement read: a writer not yet visible to the tally had
+  either not started (then it moves the generation on later) or held the lock.
 """
 
 from __future__ import annotations
@@ -15,16 +24,45 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, ScalarSelect, select
+from sqlalchemy import BigInteger, Engine, select, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlmodel import Session
 
-from storage.models.research import IndexGeneration
+WRITERS_LOCK_CLASS = 7_062_001  # the first key of the writers' advisory lock; the second is the schema's hash
+_WRITERS = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    f" AND classid = {WRITERS_LOCK_CLASS}"
+    " AND objid::bigint = (hashtext(current_schema())::bigint & 4294967295))"
+)
 
-GENERATION = IndexGeneration.__table__.c.value  # type: ignore[attr-defined]
+
+class generation(FunctionElement[int]):  # noqa: N801  (used as a function: `generation()`)
+    """The index's generation, as a column of the statement that reads the data."""
+
+    type = BigInteger()
+    inherit_cache = True
 
 
-def generation() -> ScalarSelect[Any]:
-    """The index's generation, as a column of the statement that reads the data (the same snapshot)."""
-    return select(GENERATION).where(IndexGeneration.__table__.c.id == 1).scalar_subquery()  # type: ignore[attr-defined]
+@compiles(generation, "sqlite")
+def _sqlite_generation(_element: generation, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "(SELECT value FROM indexgeneration WHERE id = 1)"
+
+
+@compiles(generation, "postgresql")
+def _postgresql_generation(_element: generation, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "(SELECT last_value FROM index_generation)"
+
+
+def clean_generation(session: Session) -> int | None:
+    """The generation now, if a tally counted from here on may be kept with it; None while a writer is in
+    the middle of a transaction (PostgreSQL; read in this order: see the module's docstring)."""
+    now = int(session.execute(select(generation())).scalar_one())
+    if session.get_bind().dialect.name == "postgresql" and session.execute(text(_WRITERS)).scalar_one():
+        return None
+    return now
 
 
 @dataclass(frozen=True)

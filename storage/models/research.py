@@ -186,12 +186,3 @@ class ScheduleState(ResearchModel, table=True):
     last_ok: bool | None = None
     last_result: str | None = Field(default=None, max_length=1024)  # counts and the remote's message
     watermark: dt.date | None = None  # the next run asks for studies from this day (minus the lookback) on
-
-
-class IndexGeneration(ResearchModel, table=True):
-    """One row whose `value` database triggers bump on every write to the tables a cohort's tally reads
-    (migration 0008): a tally cached under a generation is still true while the generation is, and no write
-    path can forget to say that it changed the data."""
-
-    id: int = Field(default=1, primary_key=True)
-    value: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
