@@ -379,17 +379,17 @@ def run(session: Session, filters: CohortFilters, page: Page = FIRST_PAGE) -> Re
     kept_tallies = tallies.of_engine(session.get_bind())  # type: ignore[arg-type]
     key = (filters.model_dump_json(), page.level, by_subject, page.offset, page.limit)
     kept = kept_tallies.get(key)
-    if kept is not None:
+    now = tallies.generation_now(session)  # a stale tally (it only grows) costs no page statement
+    if kept is not None and kept.generation == now:
         rows = _page_rows(session, filters, page, keys, kept) if kept.total > page.offset else []
-        now = rows[0]["generation"] if rows else session.execute(select(tallies.generation())).scalar_one()
-        if now == kept.generation:
+        if (rows[0]["generation"] if rows else tallies.generation_now(session)) == kept.generation:
             return _result(page, kept.total, rows)
-    clean = tallies.clean_generation(session)
+    writing = tallies.writers_in_flight(session)  # after `now`: see tallies' docstring
     counted = tally(filters, page, by_subject).cte("tally")
     rows = _page_rows(session, filters, page, keys, counted)
     figures = rows[0] if rows else session.execute(select(counted)).mappings().one()
     fresh = tallies.Tally(**{name: figures[name] for name in counted.c.keys()})
-    if fresh.generation == clean:
+    if fresh.generation == now and not writing:
         kept_tallies.put(key, fresh)
     return _result(page, fresh.total, rows)
 

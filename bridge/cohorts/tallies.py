@@ -11,9 +11,10 @@ generation in its own statement, after its snapshot is taken, and uses the tally
 - PostgreSQL: a sequence that statement triggers advance, taking a shared advisory lock that the writer
   holds until its transaction is over (shared: writers never wait on each other or on readers, so the bump
   adds no lock to an ingest). A sequence is no snapshot: a writer may advance it and commit later. So a
-  tally is kept only when, just before its statement, no writer held the lock (`clean_generation`) and the
-  generation read then is still the one its statement read: a writer not yet visible to the tally had
-  either not started (then it moves the generation on later) or held the lock.
+  tally is kept only when the generation read before its statement (`generation_now`) is still the one its
+  statement read, and no writer held the lock between the two (`writers_in_flight`, asked after the first
+  read): a writer not yet visible to the tally had either not started (then it moves the generation on
+  later) or held the lock.
 """
 
 from __future__ import annotations
@@ -56,13 +57,13 @@ def _postgresql_generation(_element: generation, _compiler: SQLCompiler, **_kw: 
     return "(SELECT last_value FROM index_generation)"
 
 
-def clean_generation(session: Session) -> int | None:
-    """The generation now, if a tally counted from here on may be kept with it; None while a writer is in
-    the middle of a transaction (PostgreSQL; read in this order: see the module's docstring)."""
-    now = int(session.execute(select(generation())).scalar_one())
-    if session.get_bind().dialect.name == "postgresql" and session.execute(text(_WRITERS)).scalar_one():
-        return None
-    return now
+def generation_now(session: Session) -> int:
+    return int(session.execute(select(generation())).scalar_one())
+
+
+def writers_in_flight(session: Session) -> bool:
+    """Whether a writer holds the lock (PostgreSQL; SQLite's snapshot makes the question moot)."""
+    return session.get_bind().dialect.name == "postgresql" and bool(session.execute(text(_WRITERS)).scalar_one())
 
 
 @dataclass(frozen=True)
