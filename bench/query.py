@@ -375,6 +375,7 @@ def bench(name: str, url: str, folder: Path, subjects: int, repeat: int) -> None
     rng = random.Random(2)
     print(
         f"  {'query':36} {'SQL cold p50/p95':>17} {'HTTP cold p50/p95':>18} {'HTTP warm p50/p95':>18}"
+        f" {'cold HTTP/SQL':>13}"
         "  target HTTP p95 < 50 ms (cold, warm)"
     )
     try:
@@ -382,6 +383,7 @@ def bench(name: str, url: str, folder: Path, subjects: int, repeat: int) -> None
             sql, cold, warm = measure(database, client, filters, page, cohort, rng, subjects, repeat)
             verdict = ", ".join("meets" if p95 < 50 else "MISSES" for _, p95 in (cold, warm))
             figures = "  ".join(f"{p50:7.1f} / {p95:7.1f}" for p50, p95 in (sql, cold, warm))
+            figures += f" {cold[1] / sql[1]:12.2f}x"
             print(f"  {label:36} {figures}  {verdict}", flush=True)
     finally:
         client.close()
