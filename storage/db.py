@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlmodel import Session
 
+READS_ONLY = "reads_only"  # in the `info` of a session from `Database.reading`
+
 
 @dataclass
 class UnitOfWork:
@@ -104,7 +106,7 @@ class Database:
             self._reading_engine = (
                 make_engine(url, reads_only=True) if url.startswith("sqlite") else self.research_engine
             )
-        session = Session(self._reading_engine)
+        session = Session(self._reading_engine, info={READS_ONLY: True})
         try:
             yield session
         finally:

@@ -32,6 +32,7 @@ from sqlmodel import Session
 from bridge.cohorts import tallies
 from bridge.cohorts.annotated import annotation_conditions
 from bridge.cohorts.filters import CohortFilters, Level, Page
+from storage.db import READS_ONLY
 from storage.models.research import Project, Series, Subject, Timepoint
 
 SERIES, TIMEPOINT, SUBJECT = Series.__table__, Timepoint.__table__, Subject.__table__  # type: ignore[attr-defined]
@@ -372,10 +373,14 @@ def tally(f: CohortFilters, page: Page, by_subject: bool) -> Select[Any]:
 
 
 def run(session: Session, filters: CohortFilters, page: Page = FIRST_PAGE) -> Result:
-    """One page of the cohort at `page.level`, with the total number of rows: counted with the page, or
-    taken from the tally kept for these filters and page while the data has not changed since."""
+    """One page of the cohort at `page.level`, with the total number of rows: counted with the page, or, in a
+    session that only reads (`Database.reading`), taken from the tally kept for these filters and page while
+    the data has not changed since."""
     keys = _sort_keys(page.sort, page.level)
     by_subject = _by_subject(keys)
+    if not session.info.get(READS_ONLY):  # its own writes may yet be rolled back: count, and keep nothing
+        counted, rows = _count(session, filters, page, keys, by_subject)
+        return _result(page, counted.total, rows)
     kept_tallies = tallies.of_engine(session.get_bind())  # type: ignore[arg-type]
     key = (filters.model_dump_json(), page.level, by_subject, page.offset, page.limit)
     kept = kept_tallies.get(key)
@@ -385,13 +390,20 @@ def run(session: Session, filters: CohortFilters, page: Page = FIRST_PAGE) -> Re
         if (rows[0]["generation"] if rows else tallies.generation_now(session)) == kept.generation:
             return _result(page, kept.total, rows)
     writing = tallies.writers_in_flight(session)  # after `now`: see tallies' docstring
+    counted, rows = _count(session, filters, page, keys, by_subject)
+    if counted.generation == now and not writing:
+        kept_tallies.put(key, counted)
+    return _result(page, counted.total, rows)
+
+
+def _count(
+    session: Session, filters: CohortFilters, page: Page, keys: list[str], by_subject: bool
+) -> tuple[tallies.Tally, Sequence[Any]]:
+    """The page's rows, counted with their tally in the same statement (a page past the end: in a second)."""
     counted = tally(filters, page, by_subject).cte("tally")
     rows = _page_rows(session, filters, page, keys, counted)
     figures = rows[0] if rows else session.execute(select(counted)).mappings().one()
-    fresh = tallies.Tally(**{name: figures[name] for name in counted.c.keys()})
-    if fresh.generation == now and not writing:
-        kept_tallies.put(key, fresh)
-    return _result(page, fresh.total, rows)
+    return tallies.Tally(**{name: figures[name] for name in counted.c.keys()}), rows
 
 
 def _page_rows(

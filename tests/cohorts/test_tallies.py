@@ -136,3 +136,22 @@ def test_writers_do_not_wait_on_each_other_to_move_the_generation(trial: Runtime
         assert example(trial, Level.SERIES).total == 6
     finally:
         outside.dispose()
+
+
+def test_a_session_that_writes_counts_afresh_and_keeps_nothing(trial: Runtime) -> None:
+    """Its own writes are in what it counts, and may yet be rolled back: a tally of them is never kept."""
+    filters, page = CohortFilters(project="lung", **EXAMPLE), Page(level=Level.SERIES)
+    with trial.database.session() as session:
+        session.execute(text("UPDATE series SET slice_thickness = 5.0 WHERE slice_thickness = 2.5"))
+        own, counting = statements_of(lambda: run(session, filters, page))
+        assert own.total == 3 and any(COUNTING in sql for sql in counting)
+        session.rollback()
+    with trial.database.session() as session:  # one write later, the generation is the rolled-back one's again
+        session.execute(
+            text("UPDATE series SET instance_count = instance_count WHERE id = (SELECT min(id) FROM series)")
+        )
+        session.commit()
+    with trial.database.session() as session:
+        again, counting = statements_of(lambda: run(session, filters, page))
+    assert again.total == 6 and any(COUNTING in sql for sql in counting)  # counted again: nothing was kept
+    assert example(trial, Level.SERIES).total == 6
