@@ -378,44 +378,69 @@ def run(session: Session, filters: CohortFilters, page: Page = FIRST_PAGE) -> Re
     the data has not changed since."""
     keys = _sort_keys(page.sort, page.level)
     by_subject = _by_subject(keys)
+    shape = _Shape(filters.model_dump_json(), page.level, page.offset, page.limit, page.sort)
     if not session.info.get(READS_ONLY):  # its own writes may yet be rolled back: count, and keep nothing
-        counted, rows = _count(session, filters, page, keys, by_subject)
+        counted, rows = _count(session, filters, page, keys, shape)
         return _result(page, counted.total, rows)
     kept_tallies = tallies.of_engine(session.get_bind())  # type: ignore[arg-type]
-    key = (filters.model_dump_json(), page.level, by_subject, page.offset, page.limit)
+    key = (shape.filters, page.level, by_subject, page.offset, page.limit)  # the sort beyond the subject aside
     kept = kept_tallies.get(key)
     now = tallies.generation_now(session)  # a stale tally (it only grows) costs no page statement
     if kept is not None and kept.generation == now:
-        rows = _page_rows(session, filters, page, keys, kept) if kept.total > page.offset else []
+        statement, _ = _built(filters, page, keys, shape, kept)
+        rows = session.execute(statement).mappings().all() if kept.total > page.offset else []
         if (rows[0]["generation"] if rows else tallies.generation_now(session)) == kept.generation:
             return _result(page, kept.total, rows)
     writing = tallies.writers_in_flight(session)  # after `now`: see tallies' docstring
-    counted, rows = _count(session, filters, page, keys, by_subject)
+    counted, rows = _count(session, filters, page, keys, shape)
     if counted.generation == now and not writing:
         kept_tallies.put(key, counted)
     return _result(page, counted.total, rows)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What a page's statement is built from, besides a kept tally (the filters as JSON)."""
+
+    filters: str
+    level: Level
+    offset: int
+    limit: int
+    sort: str | None
+
+
+# statements already built, by shape and kept tally: the same page again (a console re-polling, a saved
+# cohort run again) costs no building (~2 ms), and its compiled form is SQLAlchemy's cache's
+_BUILT: tallies.Recent[tuple[Select[Any], CTE | None]] = tallies.Recent(256)
+
+
 def _count(
-    session: Session, filters: CohortFilters, page: Page, keys: list[str], by_subject: bool
+    session: Session, filters: CohortFilters, page: Page, keys: list[str], shape: _Shape
 ) -> tuple[tallies.Tally, Sequence[Any]]:
     """The page's rows, counted with their tally in the same statement (a page past the end: in a second)."""
-    counted = tally(filters, page, by_subject).cte("tally")
-    rows = _page_rows(session, filters, page, keys, counted)
+    statement, counted = _built(filters, page, keys, shape, None)
+    assert counted is not None  # built to count
+    rows = session.execute(statement).mappings().all()
     figures = rows[0] if rows else session.execute(select(counted)).mappings().one()
     return tallies.Tally(**{name: figures[name] for name in counted.c.keys()}), rows
 
 
-def _page_rows(
-    session: Session, filters: CohortFilters, page: Page, keys: list[str], counts: CTE | tallies.Tally
-) -> Sequence[Any]:
-    """The page's rows, with the tally's figures: the `tally` CTE's, counted in the same statement, or a kept
-    tally's (then only the generation is read with the rows)."""
-    if isinstance(counts, tallies.Tally):
+def _built(
+    filters: CohortFilters, page: Page, keys: list[str], shape: _Shape, kept: tallies.Tally | None
+) -> tuple[Select[Any], CTE | None]:
+    """The page's statement, with the tally's figures: counted in the same statement (`kept` None: the
+    `tally` CTE, returned too), or a kept tally's (then only the generation is read with the rows)."""
+    memo = (shape, None if kept is None else (kept.first, kept.last, kept.before))
+    found = _BUILT.get(memo)
+    if found is not None:
+        return found
+    counted = None
+    if kept is not None:
         figures: dict[str, ColumnElement[Any]] = {"generation": tallies.generation()}
-        bounds: tuple[Any, Any, Any] | None = (counts.first, counts.last, counts.before)
+        bounds: tuple[Any, Any, Any] | None = (kept.first, kept.last, kept.before)
     else:
-        figures = {name: select(column).scalar_subquery() for name, column in counts.c.items()}
+        counted = tally(filters, page, _by_subject(keys)).cte("tally")
+        figures = {name: select(column).scalar_subquery() for name, column in counted.c.items()}
         if "first" in figures:
             bounds = (figures["first"], figures["last"], func.coalesce(figures["before"], 0))
         else:
@@ -426,7 +451,8 @@ def _page_rows(
     statement, sortable, default = _statement(page.level, _in_cohort(filters, window))
     statement = statement.add_columns(*(column.label(name) for name, column in figures.items()))
     statement = statement.order_by(*_order(keys, sortable, default)).limit(page.limit).offset(offset)
-    return session.execute(statement).mappings().all()
+    _BUILT.put(memo, (statement, counted))
+    return statement, counted
 
 
 def _result(page: Page, total: int, rows: Sequence[Any]) -> Result:

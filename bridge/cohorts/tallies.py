@@ -22,8 +22,9 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import BigInteger, Engine, select, text
 from sqlalchemy.ext.compiler import compiles
@@ -31,6 +32,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session
 
+V = TypeVar("V")
 WRITERS_LOCK_CLASS = 7_062_001  # the first key of the writers' advisory lock; the second is the schema's hash
 _WRITERS = (
     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
@@ -78,27 +80,30 @@ class Tally:
     before: int | None = None
 
 
-class Tallies:
-    """The most recently used tallies, by key (thread-safe: the API runs routes on a thread pool)."""
+class Recent(Generic[V]):
+    """The most recently used values, by key (thread-safe: the API runs routes on a thread pool)."""
 
     def __init__(self, size: int = 512) -> None:
         self._size = size
-        self._kept: OrderedDict[tuple[Any, ...], Tally] = OrderedDict()
+        self._kept: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...]) -> Tally | None:
+    def get(self, key: Hashable) -> V | None:
         with self._lock:
             found = self._kept.get(key)
             if found is not None:
                 self._kept.move_to_end(key)
             return found
 
-    def put(self, key: tuple[Any, ...], tally: Tally) -> None:
+    def put(self, key: Hashable, value: V) -> None:
         with self._lock:
-            self._kept[key] = tally
+            self._kept[key] = value
             self._kept.move_to_end(key)
             while len(self._kept) > self._size:
                 self._kept.popitem(last=False)
+
+
+Tallies = Recent[Tally]
 
 
 _OF_ENGINE: weakref.WeakKeyDictionary[Engine, Tallies] = weakref.WeakKeyDictionary()
@@ -111,5 +116,5 @@ def of_engine(engine: Engine) -> Tallies:
     with _OF_ENGINE_LOCK:
         found = _OF_ENGINE.get(engine)
         if found is None:
-            found = _OF_ENGINE[engine] = Tallies()
+            found = _OF_ENGINE[engine] = Recent()
         return found
