@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from bridge.api.auth import Curator, Reader, database
 from bridge.api.models import CohortOut, CohortParams, Gone, LabelIn, SaveCohort, SnapshotOut, SnapshotRows
-from bridge.api.pages import run_filters, run_page
+from bridge.api.pages import run_in, run_page
 from bridge.cohorts import saved
 from bridge.cohorts.filters import CohortFilters
 from bridge.cohorts.query import Result, TimepointRow
@@ -91,8 +91,7 @@ def saved_cohort_rows(
 ) -> Result:
     """Run a saved cohort on today's data (the query string's filters are ignored: the saved ones apply)."""
     with db.reading() as session:
-        filters = saved.filters_of(_found(project, name, session))
-    return run_filters(db, filters, params)
+        return run_in(session, saved.filters_of(_found(project, name, session)), params)
 
 
 @router.get("/cohorts/{name}/snapshots")

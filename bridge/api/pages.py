@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import HTTPException
 from pydantic import ValidationError
+from sqlmodel import Session
 
 from bridge.api.models import CohortParams
 from bridge.cohorts.filters import CohortFilters, FilterFields, Level, Page
@@ -29,9 +30,13 @@ def run_page(db: Database, project: str, params: CohortParams, *, level: Level |
 
 
 def run_filters(db: Database, filters: CohortFilters, params: Page, *, level: Level | None = None) -> Result:
-    page = page_of(level or params.level, params.limit, params.offset, params.sort)
     with db.reading() as session:
-        try:
-            return run(session, filters, page)
-        except QueryError as exc:
-            raise HTTPException(400, str(exc)) from None
+        return run_in(session, filters, params, level=level)
+
+
+def run_in(session: Session, filters: CohortFilters, params: Page, *, level: Level | None = None) -> Result:
+    """The page in a reading session the route already holds (one connection for the whole request)."""
+    try:
+        return run(session, filters, page_of(level or params.level, params.limit, params.offset, params.sort))
+    except QueryError as exc:
+        raise HTTPException(400, str(exc)) from None
