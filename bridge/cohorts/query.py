@@ -387,8 +387,7 @@ def run(session: Session, filters: CohortFilters, page: Page = FIRST_PAGE) -> Re
     kept = kept_tallies.get(key)
     now = tallies.generation_now(session)  # a stale tally (it only grows) costs no page statement
     if kept is not None and kept.generation == now:
-        statement, _ = _built(filters, page, keys, shape, kept)
-        rows = session.execute(statement).mappings().all() if kept.total > page.offset else []
+        rows = _kept_rows(session, filters, page, keys, shape, kept)
         if (rows[0]["generation"] if rows else tallies.generation_now(session)) == kept.generation:
             return _result(page, kept.total, rows)
     writing = tallies.writers_in_flight(session)  # after `now`: see tallies' docstring
@@ -409,9 +408,18 @@ class _Shape:
     sort: str | None
 
 
-# statements already built, by shape and kept tally: the same page again (a console re-polling, a saved
+# statements already built, by shape and kept tally's window: the same page again (a console re-polling, a saved
 # cohort run again) costs no building (~2 ms), and its compiled form is SQLAlchemy's cache's
-_BUILT: tallies.Recent[tuple[Select[Any], CTE | None]] = tallies.Recent(256)
+_BUILT: tallies.Recent[tuple[Select[Any], CTE | None]] = tallies.Recent(128)
+
+
+def _kept_rows(
+    session: Session, filters: CohortFilters, page: Page, keys: list[str], shape: _Shape, kept: tallies.Tally
+) -> Sequence[Any]:
+    """The page's rows by a kept tally, with the generation (none past the end: nothing to read)."""
+    if kept.total <= page.offset:
+        return []
+    return session.execute(_built(filters, page, keys, shape, kept)[0]).mappings().all()
 
 
 def _count(
