@@ -13,8 +13,9 @@ it. A page's statement has two parts:
   first page. Ordered otherwise, it is the whole cohort, sorted, then the window of `offset` and `limit`.
 
 A page past the end has no row to carry the total: a second, smaller statement counts it.
-The tally is kept (`bridge.cohorts.tallies`) with the index's generation: the same page again, while no
-write has bumped the generation, is the page's own statement alone.
+The tally is kept (`bridge.cohorts.tallies`) with the index's generation: the same page again, in a session
+that only reads and while no write has moved the generation, is the page's own statement alone; and a page's
+statement, once built, is kept by its shape.
 """
 
 from __future__ import annotations
