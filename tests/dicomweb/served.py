@@ -103,6 +103,9 @@ def serve_trial(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         plain = [f for f, ds in zip(files, sent, strict=True) if ds.file_meta.TransferSyntaxUID != RLELossless]
         done = storescu(port, "BRIDGE", plain)
         assert done.returncode == 0, done.stderr
+        # subject codes go by the order in which ingest meets the patients, and its workers may meet the
+        # second patient first: subject 1 is indexed before subject 2 is sent, so that it is OPEN-0001
+        bridge.wait_for("open", len(plain))
         rle = [str(f) for f in files if str(f) not in map(str, plain)]
         done = subprocess.run(
             ["storescu", "-xr", "-aet", "MODALITY", "-aec", "BRIDGE", "127.0.0.1", str(port), *rle],
